@@ -1,0 +1,303 @@
+"""EdgeViT (Pan et al., ECCV 2022) as a multi-scale backbone.
+
+Architecture as saic-fi/edgevit ``src/edgevit.py``: four stages, each a patch embedding
+(strided conv + LayerNorm) followed by Local-Global-Local blocks. A block is a local
+aggregation (depth-wise convs, only where the stage's sparse ratio is > 1) and a global
+sparse attention (attention between every ``sr``-th token, propagated back with a
+transposed depth-wise conv). Generalised to any input size: patch embeddings pad the input
+to a multiple of their stride (bottom/right), and the sparse attention crops its
+propagated output back to the token grid, so stage ``i`` has size ``ceil(H / 2**(i+2))``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+
+from .base import MultiScaleBackbone, stage_drop_path_rates
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv + LayerNorm over channels; pads H and W up to a multiple of the stride."""
+
+    def __init__(self, in_channels: int, out_channels: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, out_channels, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        pad_h, pad_w = (-x.shape[2]) % p, (-x.shape[3]) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x)
+        # LayerNorm over channels, kept in NCHW
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
+class ConvMlp(nn.Module):
+    """1x1 conv -> GELU -> 1x1 conv."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear on tokens."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class LocalAggregation(nn.Module):
+    """Local aggregation: depth-wise 5x5 between two 1x1 convs, then a conv MLP (all BN)."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop: float, drop_path: float) -> None:
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+        self.dw_conv = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
+        self.conv2 = nn.Conv2d(dim, dim, 1)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        x = x + self.drop_path(self.conv2(self.dw_conv(self.conv1(self.norm1(x)))))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SparseAttention(nn.Module):
+    """Multi-head attention among every ``sr``-th token, propagated back by a transposed conv."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, sr_ratio: int,
+                 attn_drop: float = 0., proj_drop: float = 0.) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'EdgeViT: width {dim} is not divisible by {num_heads} heads')
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.sr_ratio = sr_ratio
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if sr_ratio > 1:
+            self.local_prop = nn.ConvTranspose2d(dim, dim, sr_ratio, stride=sr_ratio, groups=dim)
+            self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) normalised features; returns (B, H*W, C) tokens."""
+        B, C, H, W = x.shape
+        sr = self.sr_ratio
+        if sr > 1:
+            # a 1x1 average pool with stride sr: keeps every sr-th token (delegates cleanly)
+            x = F.avg_pool2d(x, kernel_size=1, stride=sr)
+        h, w = x.shape[2], x.shape[3]
+        tokens = x.flatten(2).transpose(1, 2)
+        qkv = self.qkv(tokens).reshape(B, h * w, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        out = (attn @ v).transpose(1, 2).reshape(B, h * w, C)
+        if sr > 1:
+            out = out.transpose(1, 2).reshape(B, C, h, w)
+            out = self.local_prop(out)
+            if out.shape[2] != H or out.shape[3] != W:
+                out = out[:, :, :H, :W]
+            out = self.norm(out.flatten(2).transpose(1, 2))
+        return self.proj_drop(self.proj(out))
+
+
+class GlobalAttention(nn.Module):
+    """Conditional position encoding, sparse self-attention and an MLP, on tokens."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, sr_ratio: int,
+                 drop: float, attn_drop: float, drop_path: float) -> None:
+        super().__init__()
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = SparseAttention(dim, num_heads, qkv_bias, sr_ratio, attn_drop, drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        B, C, H, W = x.shape
+        normed = self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        tokens = x.flatten(2).transpose(1, 2)
+        tokens = tokens + self.drop_path(self.attn(normed))
+        tokens = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
+        return tokens.transpose(1, 2).reshape(B, C, H, W)
+
+
+class LGLBlock(nn.Module):
+    """Local aggregation (when ``sr_ratio > 1``) followed by global sparse attention."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, sr_ratio: int,
+                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.) -> None:
+        super().__init__()
+        self.local_agg = LocalAggregation(dim, mlp_ratio, drop, drop_path) if sr_ratio > 1 else nn.Identity()
+        self.global_attn = GlobalAttention(dim, num_heads, mlp_ratio, qkv_bias, sr_ratio, drop,
+                                           attn_drop, drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.global_attn(self.local_agg(x))
+
+
+class EdgeViTStage(nn.Module):
+    def __init__(self, in_channels: int, dim: int, patch_size: int, depth: int, num_heads: int,
+                 mlp_ratio: float, qkv_bias: bool, sr_ratio: int, drop: float, attn_drop: float,
+                 drop_paths: Sequence[float]) -> None:
+        super().__init__()
+        self.downsample = PatchEmbed(in_channels, dim, patch_size)
+        self.blocks = nn.Sequential(*[
+            LGLBlock(dim, num_heads, mlp_ratio, qkv_bias, sr_ratio, drop, attn_drop, drop_paths[i])
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class EdgeViT(MultiScaleBackbone):
+    """EdgeViT backbone for mmdet / mmseg.
+
+    Args:
+        arch: ``'xxs'``, ``'xs'``, ``'s'`` or a dict with the keys of :attr:`arch_settings`
+            (``depths``, ``widths``, ``head_dim``, ``mlp_ratio``, ``sr_ratios``, ``qkv_bias``).
+        drop_rate / attn_drop_rate: dropout after projections / on attention weights.
+        drop_path_rate: stochastic depth rate of the last block (rising linearly from 0).
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
+            :class:`~backbones.base.MultiScaleBackbone`.
+
+    Returns a tuple of NCHW features at strides 4, 8, 16, 32 (those in ``out_indices``):
+    the outputs of the stages' blocks, before the classifier's final BatchNorm.
+
+    Example:
+        >>> import torch
+        >>> from backbones import EdgeViT
+        >>> model = EdgeViT('xxs').eval()
+        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 97, 131))]
+        [(1, 36, 25, 33), (1, 72, 13, 17), (1, 144, 7, 9), (1, 288, 4, 5)]
+    """
+
+    family = 'EdgeViT'
+    # The official code's variants. EdgeViT-S is the code's 1,2,5,3 version (13.1M params with
+    # the classifier; the paper's table prints 11.1M but every downstream count uses this one).
+    arch_settings = {
+        'xxs': dict(depths=(1, 1, 3, 2), widths=(36, 72, 144, 288), head_dim=36, mlp_ratio=4.,
+                    sr_ratios=(4, 2, 2, 1), qkv_bias=True),
+        'xs': dict(depths=(1, 1, 3, 1), widths=(48, 96, 240, 384), head_dim=48, mlp_ratio=4.,
+                   sr_ratios=(4, 2, 2, 1), qkv_bias=True),
+        's': dict(depths=(1, 2, 5, 3), widths=(48, 96, 240, 384), head_dim=48, mlp_ratio=4.,
+                  sr_ratios=(4, 2, 2, 1), qkv_bias=True),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'xxs',
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 in_channels: int = 3,
+                 init_cfg: Optional[Union[dict, list]] = None) -> None:
+        super().__init__(out_indices, frozen_stages, norm_eval, with_cp, in_channels, init_cfg)
+        self.arch = self.resolve_arch(arch)
+        self.arch_name = arch.lower() if isinstance(arch, str) else 'custom'
+        depths, widths = self.arch['depths'], self.arch['widths']
+        self.stage_channels = tuple(widths)
+        dprs = stage_drop_path_rates(depths, drop_path_rate)
+        self.stem = nn.Identity()  # stage 0's patch embedding is the stem
+        stages = []
+        in_ch = in_channels
+        for i, (depth, dim) in enumerate(zip(depths, widths)):
+            stages.append(EdgeViTStage(
+                in_ch, dim, patch_size=4 if i == 0 else 2, depth=depth,
+                num_heads=dim // self.arch['head_dim'], mlp_ratio=self.arch['mlp_ratio'],
+                qkv_bias=self.arch['qkv_bias'], sr_ratio=self.arch['sr_ratios'][i], drop=drop_rate,
+                attn_drop=attn_drop_rate, drop_paths=dprs[i]))
+            in_ch = dim
+        self.stages = nn.ModuleList(stages)
+        self.apply(self._init_module)
+        self._register_converting_hook()
+        self._finish_init()
+
+    def _frozen_modules(self):
+        if self.frozen_stages < 0:
+            return []
+        # frozen_stages=0 freezes the stem, which for EdgeViT is stage 0's patch embedding
+        return [self.stages[0].downsample] + [self.stages[i] for i in range(self.frozen_stages)]
+
+    @staticmethod
+    def _init_module(m: nn.Module) -> None:
+        # the official initialisation
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return convert_edgevit_official(state_dict)
+
+
+_EDGEVIT_RULES = (
+    (re.compile(r'^patch_embed(\d)\.'), lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
+    (re.compile(r'^blocks(\d)\.(\d+)\.LocalAgg\.attn\.'),
+     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.local_agg.dw_conv.'),
+    (re.compile(r'^blocks(\d)\.(\d+)\.LocalAgg\.'),
+     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.local_agg.'),
+    (re.compile(r'^blocks(\d)\.(\d+)\.SelfAttn\.attn\.LocalProp\.'),
+     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.global_attn.attn.local_prop.'),
+    (re.compile(r'^blocks(\d)\.(\d+)\.SelfAttn\.'),
+     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.global_attn.'),
+)
+
+
+def is_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(('patch_embed1.', 'blocks1.')) for k in state_dict)
+
+
+def convert_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """saic-fi/edgevit keys -> ours. Keys already in our layout pass through unchanged.
+
+    The classifier's ``norm`` (final BatchNorm) and ``head`` keep their names.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        new = key
+        for pattern, repl in _EDGEVIT_RULES:
+            m = pattern.match(key)
+            if m:
+                new = repl(m) + key[m.end():]
+                break
+        out[new] = value
+    return out

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Convert an EdgeViT / EfficientFormerV2 checkpoint to the edgeformers layout.
+
+Accepts, auto-detected: the official EdgeViT layout (saic-fi/edgevit), the official
+EfficientFormerV2 classification and dense layouts (snap-research/EfficientFormer, with or
+without their index buffers), timm's efficientformerv2_* layout, and ours (unchanged). A
+whole detector / segmentor checkpoint (official mmdet 2.x / mmseg 0.x downstream models)
+has its backbone part converted and everything else kept, so the result works with
+``load_from`` or ``tools/test.py``.
+
+    python tools/convert_checkpoint.py efficientformerv2_s0.pth s0_edgeformers.pth
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from backbones.checkpoint import convert_checkpoint_file  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='checkpoint to convert (.pth / .pt)')
+    parser.add_argument('dst', help='where to write the converted checkpoint')
+    parser.add_argument('--prefix', default='backbone.',
+                        help="prefix of the backbone keys in a whole-model checkpoint (default: 'backbone.')")
+    parser.add_argument('--force', action='store_true', help='overwrite dst if it exists')
+    args = parser.parse_args(argv)
+    if os.path.abspath(args.src) == os.path.abspath(args.dst):
+        parser.error('dst must differ from src (the source is never overwritten)')
+    if os.path.exists(args.dst) and not args.force:
+        parser.error(f'{args.dst} exists; pass --force to overwrite it')
+    report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix)
+    print(f'{args.src}: layout {report["layout"]}, {report["num_tensors"]} tensors; '
+          f'looks like {report["family"]}(arch={report["arch"]!r}) ({report["match"]:.0%} of its weights)')
+    print(f'wrote {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
