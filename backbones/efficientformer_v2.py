@@ -101,6 +101,7 @@ class AttentionBias(nn.Module):
             _offset_index((self.q_grid, self.q_grid), (key_grid, key_grid), self._base_step(), key_grid),
             persistent=False)
         self._cache: Dict[tuple, torch.Tensor] = {}
+        self._cache_version = -1
 
     def _base_step(self) -> int:
         # the official code steps queries by ceil(r / r2), i.e. 1 on a 1x1 grid
@@ -128,6 +129,12 @@ class AttentionBias(nn.Module):
         if self.training or is_exporting():
             return self.compute(q_hw, k_hw)
         table = self.attention_biases
+        # The table's version counter moves with every in-place update (optimizer or EMA
+        # steps, load_state_dict, zero_() under no_grad), so a stale bias is never served:
+        # the trap the official code's eval-time `self.ab` falls into.
+        if self._cache_version != table._version:
+            self._cache = {}
+            self._cache_version = table._version
         key = (tuple(q_hw), tuple(k_hw), table.device, table.dtype)
         bias = self._cache.get(key)
         if bias is None:
@@ -159,7 +166,7 @@ class AttentionBias(nn.Module):
             raise ValueError(f'attention-bias table with {n} entries is not a square grid')
         grid = table.float().reshape(1, heads, r_src, r_src)
         grid = F.interpolate(grid, size=(self.key_grid, self.key_grid), mode='bicubic', align_corners=False)
-        return grid.reshape(heads, -1).to(table.dtype)
+        return grid.reshape(heads, -1)  # float32: no second rounding of half-precision sources
 
 
 class Attention2d(nn.Module):

@@ -1,0 +1,157 @@
+"""Checkpoint layouts, conversion, and checked loading."""
+import pytest
+import torch
+
+from backbones import EdgeViT, EfficientFormerV2
+from backbones.checkpoint import (convert_full_checkpoint, convert_state_dict, detect_layout,
+                                  extract_state_dict, guess_arch, load_pretrained)
+from backbones.edgevit import convert_edgevit_official
+from backbones.efficientformer_v2 import convert_efficientformerv2_official, convert_efficientformerv2_timm
+
+
+def _float(sd):
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+CASES = [('edgevit_xxs.pt', 'edgevit-official', EdgeViT, dict(arch='xxs')),
+         ('edgevit_xs.pt', 'edgevit-official', EdgeViT, dict(arch='xs')),
+         ('efficientformerv2_s0_cls.pt', 'efficientformerv2-official-classification', EfficientFormerV2,
+          dict(arch='s0')),
+         ('efficientformerv2_s0_dense512.pt', 'efficientformerv2-official-dense', EfficientFormerV2,
+          dict(arch='s0', resolution=512))]
+
+
+@pytest.mark.parametrize('name,layout,cls,kwargs', CASES)
+def test_conversion_is_pure_idempotent_and_complete(reference, name, layout, cls, kwargs):
+    official = _float(reference(name)['state_dict'])
+    snapshot = dict(official)
+    converted, detected = convert_state_dict(official)
+    assert detected == layout
+    assert official == snapshot  # input untouched
+    again, layout_again = convert_state_dict(converted)
+    assert layout_again in ('edgevit', 'efficientformerv2', 'efficientformerv2-classification')
+    assert again.keys() == converted.keys() and all(again[k] is converted[k] for k in again)
+    model = cls(**kwargs)
+    backbone = {k: v for k, v in converted.items() if not k.startswith(('head', 'norm.'))}
+    result = model.load_state_dict(backbone, strict=True)  # every key accounted for
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_index_buffers_are_optional(reference):
+    official = _float(reference('efficientformerv2_s0_dense512.pt')['state_dict'])
+    without = {k: v for k, v in official.items() if 'attention_bias_idxs' not in k}
+    a = convert_efficientformerv2_official(official)
+    b = convert_efficientformerv2_official(without)
+    assert a.keys() == b.keys()
+    # the dense model's unused 224 tables are not mistaken for its real tables
+    key = 'stages.2.blocks.5.token_mixer.bias.attention_biases'
+    assert torch.equal(a[key], official['network.4.5.token_mixer.attention_biases_seg'])
+
+
+def test_timm_layout_detected_and_idempotent():
+    import timm
+    sd = timm.create_model('efficientformerv2_s0', pretrained=False).state_dict()
+    assert detect_layout(sd) == 'efficientformerv2-classification'
+    ours = convert_efficientformerv2_timm(sd)
+    assert convert_efficientformerv2_timm(ours) == ours
+    assert convert_edgevit_official(ours) == ours
+
+
+@pytest.mark.parametrize('wrapper', ['state_dict', 'model', None])
+def test_wrappers_prefix_and_ddp(reference, tmp_path, wrapper):
+    sd = _float(reference('edgevit_xxs.pt')['state_dict'])
+    full = {'backbone.' + k: v for k, v in sd.items()}
+    full['neck.conv.weight'] = torch.zeros(1)
+    full = {'module.' + k: v for k, v in full.items()}
+    ckpt = {wrapper: full, 'meta': {'epoch': 3}} if wrapper else full
+    path = tmp_path / 'det.pth'
+    torch.save(ckpt, path)
+    model = EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    model.init_weights()
+    assert torch.equal(model.stages[0].downsample.proj.weight, sd['patch_embed1.proj.weight'])
+    # without a prefix the backbone part of a whole-model checkpoint is found too
+    model = EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert torch.equal(model.stages[3].blocks[1].global_attn.attn.qkv.weight,
+                       sd['blocks4.1.SelfAttn.attn.qkv.weight'])
+    with pytest.raises(ValueError, match='prefix'):
+        extract_state_dict(ckpt, prefix='detector.')
+
+
+def test_wrong_arch_is_refused_and_named(reference, tmp_path):
+    path = reference.folder / 'edgevit_xs.pt'
+    with pytest.raises(ValueError, match=r"EdgeViT\(arch='xs'\)"):
+        load_pretrained(EdgeViT('xxs'), str(path))
+    with pytest.raises(ValueError, match=r"EdgeViT\(arch='xs'\)"):
+        load_pretrained(EfficientFormerV2('s0'), str(path))
+    with pytest.raises(ValueError, match=r"EfficientFormerV2\(arch='s0'\)"):
+        load_pretrained(EfficientFormerV2('s1'), str(reference.folder / 'efficientformerv2_s0_cls.pt'))
+    family, arch, score = guess_arch(convert_state_dict(_float(reference('edgevit_xxs.pt')['state_dict']))[0])
+    assert (family, arch) == ('EdgeViT', 'xxs') and score > 0.9
+    # mostly unmatched
+    torch.save({'foo.weight': torch.zeros(3)}, tmp_path / 'junk.pth')
+    with pytest.raises(ValueError, match='only 0%'):
+        load_pretrained(EdgeViT('xxs'), str(tmp_path / 'junk.pth'))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_pretrained(EdgeViT('xxs'), str(tmp_path / 'missing.pth'))
+
+
+def test_partial_checkpoint_loads_and_reports(reference, tmp_path, caplog):
+    sd = _float(reference('edgevit_xxs.pt')['state_dict'])
+    partial = {k: v for k, v in sd.items() if not k.startswith('blocks4.1.')}
+    partial['extra.weight'] = torch.zeros(2)
+    torch.save(partial, tmp_path / 'partial.pth')
+    report = load_pretrained(EdgeViT('xxs'), str(tmp_path / 'partial.pth'))
+    assert report['unexpected'] == ['extra.weight']
+    assert any(k.startswith('stages.3.blocks.1.') for k in report['missing'])
+    assert 'head.weight' in report['ignored']
+
+
+def test_classification_biases_in_dense_models(reference):
+    """224 ImageNet tables: zero in 'official' mode (as the official recipe), resized in 'table'."""
+    path = str(reference.folder / 'efficientformerv2_s0_cls.pt')
+    official = _float(reference('efficientformerv2_s0_cls.pt')['state_dict'])
+    dense = EfficientFormerV2('s0', resolution=512, bias_mode='official')
+    load_pretrained(dense, path)
+    table = dense.stages[3].blocks[3].token_mixer.bias.attention_biases
+    assert table.shape == (8, 256) and not table.any()
+    assert torch.equal(dense.stages[3].blocks[3].mlp.fc1.conv.weight, official['network.6.3.mlp.fc1.weight'])
+    resized = EfficientFormerV2('s0', resolution=512, bias_mode='table')
+    load_pretrained(resized, path)
+    module = resized.stages[3].blocks[3].token_mixer.bias
+    src = official['network.6.3.token_mixer.attention_biases']
+    assert module.attention_biases.shape == (8, 256)
+    assert torch.equal(module.attention_biases.detach(), module.resize_table(src))
+    constant = module.resize_table(torch.full((8, 49), 0.5))
+    torch.testing.assert_close(constant, torch.full((8, 256), 0.5))
+    # a dense checkpoint made for another resolution is refused in 'official' mode
+    dense_path = str(reference.folder / 'efficientformerv2_s0_dense512.pt')
+    with pytest.raises(ValueError, match="resolution"):
+        load_pretrained(EfficientFormerV2('s0', resolution=800), dense_path)
+    load_pretrained(EfficientFormerV2('s0', resolution=800, bias_mode='table'), dense_path)
+
+
+def test_convert_full_detector_checkpoint(reference):
+    official = _float(reference('efficientformerv2_s0_dense512.pt')['state_dict'])
+    full = {'backbone.' + k: v for k, v in official.items()}
+    full['neck.lateral_convs.0.conv.weight'] = torch.ones(1)
+    converted = convert_full_checkpoint(full)
+    assert converted['neck.lateral_convs.0.conv.weight'] is full['neck.lateral_convs.0.conv.weight']
+    assert 'backbone.stem.conv1.conv.weight' in converted
+    assert convert_full_checkpoint(converted).keys() == converted.keys()
+
+
+def test_convert_tool(reference, tmp_path):
+    import subprocess
+    import sys
+    from .conftest import ROOT
+    src = reference.folder / 'efficientformerv2_s0_dense512.pt'
+    dst = tmp_path / 'out' / 's0.pth'
+    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'), str(src), str(dst)],
+                         capture_output=True, text=True, check=True)
+    assert "EfficientFormerV2(arch='s0')" in run.stdout
+    sd = torch.load(dst, weights_only=True)['state_dict']
+    assert detect_layout(sd) == 'efficientformerv2'
+    again = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'), str(src), str(dst)],
+                           capture_output=True, text=True)
+    assert again.returncode != 0 and '--force' in again.stderr
