@@ -16,9 +16,10 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, stage_drop_path_rates
+from .layers import DropPath
 
 
 class PatchEmbed(nn.Module):

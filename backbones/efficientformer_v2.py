@@ -32,9 +32,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
-from timm.layers import DropPath, trunc_normal_
+from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, is_exporting, stage_drop_path_rates
+from .layers import DropPath
 
 BIAS_MODES = ('official', 'table')
 

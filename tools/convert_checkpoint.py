@@ -13,9 +13,12 @@ has its backbone part converted and everything else kept, so the result works wi
 import argparse
 import os
 import sys
+import warnings
 
 import torch
 
+# mmengine's config loader imports the deprecated pkg_resources; not actionable here
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbones.checkpoint import convert_checkpoint_file  # noqa: E402

@@ -3,7 +3,10 @@
 import argparse
 import os
 import sys
+import warnings
 
+# mmengine's config loader imports the deprecated pkg_resources; not actionable here
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbones.classifier import CLASSIFIERS  # noqa: E402

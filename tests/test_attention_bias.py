@@ -1,0 +1,117 @@
+"""EfficientFormerV2 attention biases: the two modes, the eval-time cache, export safety."""
+import pytest
+import torch
+
+from backbones import EfficientFormerV2
+from backbones.efficientformer_v2 import AttentionBias
+
+
+def _with_random_tables(**kwargs):
+    model = EfficientFormerV2('s0', **kwargs)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('attention_biases'):
+                p.normal_()
+            elif name.endswith('gamma'):
+                p.fill_(1.0)  # layer scales start at 1e-5, which would hide the attention
+    return model.eval()
+
+
+def _bias_modules(model):
+    return [m for m in model.modules() if isinstance(m, AttentionBias)]
+
+
+def test_modes_agree_at_the_base_size_and_differ_elsewhere():
+    official = _with_random_tables(resolution=256, bias_mode='official')
+    table = EfficientFormerV2('s0', resolution=256, bias_mode='table').eval()
+    table.load_state_dict(official.state_dict())
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        for a, b in zip(official(x), table(x)):
+            assert torch.equal(a, b)
+        y = torch.randn(1, 3, 192, 320)
+        diff = [(a - b).abs().max().item() for a, b in zip(official(y), table(y))]
+    assert diff[0] == diff[1] == 0 and min(diff[2:]) > 1e-4
+
+
+def test_table_mode_keeps_offsets_meaningful():
+    """Resizing the offset table with the grid: the bias between a cell and itself is the
+    table's (0, 0) entry at every size in 'table' mode, but not in 'official' mode."""
+    bias = AttentionBias(num_heads=2, key_grid=8, q_step=1, mode='table')
+    with torch.no_grad():
+        bias.attention_biases.copy_(torch.arange(64.).repeat(2, 1))
+    for hw in [(8, 8), (16, 16)]:
+        b = bias.compute(hw, hw)
+        torch.testing.assert_close(torch.diagonal(b, dim1=1, dim2=2), torch.full((2, hw[0] * hw[1]), b[0, 0, 0].item()))
+    official = AttentionBias(num_heads=2, key_grid=8, q_step=1, mode='official')
+    official.load_state_dict(bias.state_dict())
+    diag = torch.diagonal(official.compute((12, 12), (12, 12)), dim1=1, dim2=2)
+    assert diag.std() > 0.1
+
+
+@pytest.mark.parametrize('mode', ['official', 'table'])
+def test_gradients_reach_the_tables(mode):
+    model = EfficientFormerV2('s0', resolution=224, bias_mode=mode).train()
+    sum(o.mean() for o in model(torch.randn(2, 3, 96, 160))).backward()
+    for m in _bias_modules(model):
+        assert m.attention_biases.grad is not None and m.attention_biases.grad.abs().sum() > 0
+
+
+def test_eval_bias_computed_once_per_size(monkeypatch):
+    model = _with_random_tables(resolution=512)
+    calls = []
+    original = AttentionBias.compute
+
+    def counting(self, q_hw, k_hw):
+        calls.append((q_hw, k_hw))
+        return original(self, q_hw, k_hw)
+
+    monkeypatch.setattr(AttentionBias, 'compute', counting)
+    n = len(_bias_modules(model))
+    x = torch.randn(1, 3, 128, 192)
+    with torch.no_grad():
+        first = model(x)
+        assert len(calls) == n
+        again = model(x)
+        assert len(calls) == n  # cached
+        model(torch.randn(2, 3, 160, 96))
+        assert len(calls) == 2 * n  # a new size
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    model.train()
+    assert all(not m._cache for m in _bias_modules(model))
+    model(torch.randn(2, 3, 128, 192))
+    assert len(calls) == 3 * n  # training computes in the graph
+
+
+def test_cache_follows_in_place_updates_and_loading():
+    model = _with_random_tables(resolution=224)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        before = model(x)[3]
+        for m in _bias_modules(model):
+            m.attention_biases.mul_(2)  # e.g. an EMA or optimizer step in eval mode
+        after = model(x)[3]
+    assert (before - after).abs().max() > 1e-4
+    fresh = EfficientFormerV2('s0', resolution=224).eval()
+    with torch.no_grad():
+        fresh(x)  # fills the cache with the zero tables
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(fresh(x)[3], after)
+
+
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning', 'ignore::DeprecationWarning')
+def test_torch_export_computes_in_graph_and_leaks_nothing():
+    """torch.export, and torch.jit.trace (used by mmengine's FlopAnalyzer / get_flops)."""
+    model = _with_random_tables(resolution=512)
+    x = torch.randn(1, 3, 96, 160)
+    for m in _bias_modules(model):
+        m.clear_cache()
+    exported = torch.export.export(model, (x,))
+    assert all(not m._cache for m in _bias_modules(model))  # no fake tensors kept
+    with torch.no_grad():
+        eager = model(x)
+    for a, b in zip(exported.module()(x), eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    traced = torch.jit.trace(model, (x,), check_trace=False)
+    for a, b in zip(traced(x), eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
