@@ -6,6 +6,7 @@ mmsegmentation's ``MODELS`` registries, so a config only needs
 """
 from .edgevit import EdgeViT
 from .efficientformer_v2 import EfficientFormerV2
+from .compat import patch_checkpoint_loading
 from .registry import register_all
 
 __all__ = ['EdgeViT', 'EfficientFormerV2', 'BACKBONES']
@@ -15,3 +16,4 @@ __version__ = '0.1.0'
 BACKBONES = {'EdgeViT': EdgeViT, 'EfficientFormerV2': EfficientFormerV2}
 
 register_all(BACKBONES.values())
+patch_checkpoint_loading()

@@ -8,6 +8,7 @@ checked checkpoint loading, so each family only describes its architecture.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -205,7 +206,8 @@ class MultiScaleBackbone(BaseModule):
             return
         if init_cfg is None and not getattr(self, '_is_init', False):
             print_log(f'{type(self).__name__}: no pretrained checkpoint in init_cfg; weights keep their '
-                      'random initialisation (training starts from scratch)', logger='current')
+                      'random initialisation (training starts from scratch)', logger='current',
+                      level=logging.WARNING)
         super().init_weights()
 
     def _register_converting_hook(self) -> None:

@@ -15,13 +15,13 @@ reports ignored keys and raises when a checkpoint does not fit the model.
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from .compat import load_local_checkpoint
 from .edgevit import EdgeViT, convert_edgevit_official, is_edgevit_official
 from .efficientformer_v2 import (EfficientFormerV2, convert_efficientformerv2_official,
                                  convert_efficientformerv2_timm, is_efficientformerv2_dense,
@@ -38,8 +38,7 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
     """Load a checkpoint file (local path, or any URL mmengine's loader knows).
 
     Plain tensor checkpoints load with ``weights_only=True``; a checkpoint that also pickles
-    other objects (mmengine's ``meta``, message hubs) is loaded fully, since it is the
-    user's own file, as mmengine itself does.
+    other objects (mmengine's ``meta``, message hubs) is loaded fully (see ``compat.py``).
     """
     if '://' in str(path):
         from mmengine.runner import CheckpointLoader
@@ -48,10 +47,7 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint file {path!r} does not exist; check init_cfg.checkpoint '
                                 '(or the path you passed)')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    return load_local_checkpoint(path, map_location=map_location)
 
 
 def extract_state_dict(checkpoint: Any, prefix: Optional[str] = None) -> StateDict:

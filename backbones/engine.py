@@ -1,0 +1,161 @@
+"""Training and testing with the mmengine Runner, for mmdet and mmseg configs alike.
+
+``tools/train.py`` and ``tools/test.py`` are thin command lines over these functions. What
+they add to mmdet's / mmseg's own tools: the same flags for both toolboxes, ``--resume`` that
+works on torch >= 2.6 (see :mod:`backbones.compat`), and machines without a GPU (the gloo
+backend, SyncBN as BN, DistributedDataParallel on CPU), so ``--launcher pytorch`` runs on
+CPU processes too.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Any, Dict, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+from .compat import patch_checkpoint_loading
+
+
+def load_config(config: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config!r} does not exist; configs live in '
+                                'configs/detection/ and configs/segmentation/')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _replace_sync_bn(node: Any) -> int:
+    """SyncBN -> BN in a config tree; returns how many were replaced."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_bn(value)
+    return count
+
+
+def adapt_to_machine(cfg: Config) -> Config:
+    """Run GPU configs on a machine without CUDA: gloo, plain BN, CPU DDP, no cudnn flags."""
+    if torch.cuda.is_available():
+        return cfg
+    env = cfg.setdefault('env_cfg', {})
+    env.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    env['cudnn_benchmark'] = False
+    if _replace_sync_bn(cfg.model):
+        print_log('no CUDA device: SyncBN replaced by BN', logger='current')
+    if cfg.get('launcher', 'none') != 'none':
+        wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+        wrapper['device_ids'] = None  # DDP on CPU modules takes no device ids
+        cfg.model_wrapper_cfg = wrapper
+    return cfg
+
+
+def prepare_train_config(config: str, work_dir: Optional[str] = None,
+                         cfg_options: Optional[Dict[str, Any]] = None, launcher: str = 'none',
+                         resume: Optional[str] = None, amp: bool = False,
+                         auto_scale_lr: Optional[bool] = None) -> Config:
+    """The config a training run uses, with the command line's settings applied.
+
+    Args:
+        resume: ``'auto'`` resumes from the latest checkpoint in ``work_dir``; a path resumes
+            from that checkpoint; None starts anew.
+        auto_scale_lr: True / False force linear lr scaling on or off; None keeps the
+            config's setting.
+    """
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    if amp:
+        if not torch.cuda.is_available():
+            raise RuntimeError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper); this machine has '
+                               'none. Drop --amp to train in float32.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if auto_scale_lr is not None:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise RuntimeError(f'{config} has no auto_scale_lr.base_batch_size to scale the lr from')
+        cfg.auto_scale_lr.enable = auto_scale_lr
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume {resume}: no such checkpoint')
+        cfg.resume = True
+        cfg.load_from = resume
+    return adapt_to_machine(cfg)
+
+
+def build_runner(cfg: Config):
+    """The mmengine Runner for ``cfg`` (registries of the config's default scope)."""
+    patch_checkpoint_loading()
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(cfg: Config):
+    """Train with ``cfg``; returns the runner (its model holds the final weights)."""
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = None,
+                        cfg_options: Optional[Dict[str, Any]] = None, launcher: str = 'none',
+                        out: Optional[str] = None, show_dir: Optional[str] = None) -> Config:
+    """The config a test run uses: ``checkpoint`` loaded, predictions dumped to ``out``
+    (a .pkl), drawn predictions written under ``show_dir``."""
+    if not osp.isfile(checkpoint) and '://' not in checkpoint:
+        raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    if out is not None:
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, got {out!r}')
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) else list(
+            cfg.test_evaluator)
+        cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=out))
+    if show_dir is not None:
+        vis_hook = 'DetVisualizationHook' if cfg.get('default_scope') == 'mmdet' else 'SegVisualizationHook'
+        hooks = cfg.setdefault('default_hooks', {})
+        hooks['visualization'] = dict(type=vis_hook, draw=True, interval=1, show=False,
+                                      **({'test_out_dir': show_dir} if vis_hook == 'DetVisualizationHook'
+                                         else {}))
+        if vis_hook == 'SegVisualizationHook':
+            cfg.visualizer['save_dir'] = show_dir
+    return adapt_to_machine(cfg)
+
+
+def test(cfg: Config) -> Dict[str, float]:
+    """Evaluate ``cfg.load_from`` on the test set; returns the metrics."""
+    runner = build_runner(cfg)
+    return runner.test()
+
+
+def setup_launcher_env(local_rank: int) -> None:
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+

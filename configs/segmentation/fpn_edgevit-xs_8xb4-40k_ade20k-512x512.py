@@ -1,0 +1,11 @@
+_base_ = './_base_/fpn_edgevit_8xb4-40k_ade20k-512x512.py'
+
+# ImageNet-1k initialisation of the backbone: EdgeViT-XS checkpoint (official saic-fi/edgevit layout, or ours).
+# None trains from scratch (the backbone logs a warning).
+checkpoint = None
+
+model = dict(
+    backbone=dict(
+        arch='xs',
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint) if checkpoint else None),
+    neck=dict(in_channels=[48, 96, 240, 384]))

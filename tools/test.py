@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Evaluate a trained detector or segmentor (mmdet COCO metric / mmseg mIoU).
+
+    python tools/test.py CONFIG CHECKPOINT [--out results.pkl] [--show-dir vis/]
+    bash tools/dist_test.sh CONFIG CHECKPOINT 8
+"""
+import argparse
+import os
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from backbones.engine import prepare_test_config, setup_launcher_env, test  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='test config file')
+    parser.add_argument('checkpoint', help='checkpoint to evaluate (ours, or an official one: see README)')
+    parser.add_argument('--work-dir', help='where logs and metrics go (default: work_dirs/<config name>)')
+    parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
+    parser.add_argument('--show-dir', help='write images with the predictions drawn to this folder')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (e.g. test_dataloader.dataset.data_root=...)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_launcher_env(args.local_rank)
+    cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
+                              cfg_options=args.cfg_options, launcher=args.launcher, out=args.out,
+                              show_dir=args.show_dir)
+    test(cfg)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
