@@ -99,9 +99,23 @@ def prepare_train_config(config: str, work_dir: Optional[str] = None,
     return adapt_to_machine(cfg)
 
 
+def _init_cpu_process_group(cfg: Config) -> None:
+    """mmengine's ``init_dist`` calls ``torch.cuda.set_device`` whatever the backend; without
+    CUDA we start the (gloo) process group ourselves from torchrun's environment, and the
+    Runner then uses it as is."""
+    import torch.distributed as dist
+    if torch.cuda.is_available() or cfg.get('launcher', 'none') != 'pytorch' or dist.is_initialized():
+        return
+    backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'gloo')
+    dist.init_process_group(backend=backend)
+    print_log(f'initialised the {backend} process group on CPU: rank {dist.get_rank()} of '
+              f'{dist.get_world_size()}', logger='current')
+
+
 def build_runner(cfg: Config):
     """The mmengine Runner for ``cfg`` (registries of the config's default scope)."""
     patch_checkpoint_loading()
+    _init_cpu_process_group(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     if 'runner_type' in cfg:

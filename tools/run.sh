@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Quick start, main job: set up the environment (first time only), then build a RetinaNet
-# around every backbone and print parameter counts and feature shapes.
-# Arguments go to tools/build_models.py (see --help).
+# Quick start, main job: set up the environment (first time only), then run tools/demo.py:
+# make the built-in dataset, train and evaluate Mask R-CNN (EfficientFormerV2-S0) and
+# Semantic FPN (EdgeViT-XXS), save checkpoints and a PNG of predictions, print the results.
+# Arguments go to tools/demo.py (see --help).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/tools/setup.sh"
-exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" "$ROOT/tools/build_models.py" "$@"
+cd "$ROOT"
+exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" "$ROOT/tools/demo.py" "$@"

@@ -1,0 +1,20 @@
+"""The main job, end to end at a tiny size (the real defaults run in CI through tools/run.sh)."""
+import json
+import os
+
+from backbones.demo import format_results, run_demo
+
+
+def test_demo_end_to_end_tiny(tmp_path):
+    results = run_demo(work_dir=str(tmp_path), num_train=6, num_val=2, size=64, det_iters=2, seg_iters=2,
+                       batch_size=2, num_vis=2)
+    det, seg = results['detection'], results['segmentation']
+    assert {'coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'} <= det['metrics'].keys()
+    assert {'mIoU', 'aAcc'} <= seg['metrics'].keys()
+    for r in (det, seg):
+        assert os.path.isfile(r['checkpoint']) and os.path.isfile(r['config'])
+    assert os.path.getsize(results['predictions_png']) > 1000
+    with open(tmp_path / 'results.json') as f:
+        assert json.load(f)['dataset']['num_train'] == 6
+    text = format_results(results)
+    assert 'bbox AP50' in text and 'mIoU' in text and 'predictions' in text

@@ -1,0 +1,82 @@
+"""The built-in dataset: deterministic, valid COCO / ADE20K layouts read by mmdet / mmseg."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from backbones.synthetic import CLASSES, class_names, make_dataset
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f == 'dataset.json':
+                continue
+            with open(os.path.join(folder, f), 'rb') as fh:
+                h.update(f.encode() + fh.read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('synthetic')
+    return str(root), make_dataset(str(root), num_train=6, num_val=3, size=(96, 128), seed=3)
+
+
+def test_deterministic_per_seed(dataset, tmp_path):
+    root, _ = dataset
+    again = make_dataset(str(tmp_path / 'a'), num_train=6, num_val=3, size=(96, 128), seed=3)
+    assert _digest(os.path.dirname(again['coco'])) == _digest(root)
+    other = make_dataset(str(tmp_path / 'b'), num_train=6, num_val=3, size=(96, 128), seed=4)
+    assert _digest(os.path.dirname(other['coco'])) != _digest(root)
+
+
+def test_coco_annotations_are_consistent(dataset):
+    from pycocotools import mask as mask_utils
+    _, roots = dataset
+    with open(os.path.join(roots['coco'], 'annotations', 'instances_train2017.json')) as f:
+        coco = json.load(f)
+    assert len(coco['images']) == 6 and coco['annotations']
+    # all 80 COCO categories with their real ids, so label indices are COCO's own
+    from mmdet.datasets import CocoDataset
+    assert [c['name'] for c in coco['categories']] == list(CocoDataset.METAINFO['classes'])
+    used = {c['id']: c['name'] for c in coco['categories']}
+    assert {used[a['category_id']] for a in coco['annotations']} <= set(class_names()['coco'])
+    for ann in coco['annotations']:
+        mask = mask_utils.decode(ann['segmentation'])
+        assert mask.shape == (96, 128) and mask.sum() == ann['area'] > 0
+        ys, xs = np.nonzero(mask)
+        assert ann['bbox'] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+
+
+def test_mmdet_and_mmseg_read_it_with_the_project_configs(dataset):
+    from backbones.demo import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, detection_config, segmentation_config
+    from mmdet.registry import DATASETS as DET_DATASETS
+    from mmdet.utils import register_all_modules as det_modules
+    from mmseg.registry import DATASETS as SEG_DATASETS
+    from mmseg.utils import register_all_modules as seg_modules
+    _, roots = dataset
+    det_modules()
+    cfg = detection_config(DEFAULT_DET_CONFIG, roots['coco'], 96, iters=2)
+    det = DET_DATASETS.build(cfg.train_dataloader.dataset)
+    item = det[0]
+    assert item['inputs'].shape[0] == 3 and len(item['data_samples'].gt_instances) > 0
+    assert det.metainfo['classes'][0] == 'person'  # COCO's own 80 classes, unchanged
+    labels = {int(l) for i in range(len(det)) for l in det[i]['data_samples'].gt_instances.labels}
+    assert labels <= {det.metainfo['classes'].index(n) for n in class_names()['coco']}
+    seg_modules()
+    cfg = segmentation_config(DEFAULT_SEG_CONFIG, roots['ade'], 96, iters=2)
+    seg = SEG_DATASETS.build(cfg.val_dataloader.dataset)
+    labels = np.unique(seg[0]['data_samples'].gt_sem_seg.data.numpy())
+    names = [seg.metainfo['classes'][i] for i in labels if i != 255]
+    assert set(names) <= set(class_names()['ade']) and {'wall', 'floor'} & set(names)
+
+
+def test_every_class_appears(tmp_path):
+    roots = make_dataset(str(tmp_path), num_train=20, num_val=2, size=(96, 96), seed=0)
+    with open(os.path.join(roots['coco'], 'annotations', 'instances_train2017.json')) as f:
+        ids = {a['category_id'] for a in json.load(f)['annotations']}
+    assert ids == {v[1] for v in CLASSES.values()}

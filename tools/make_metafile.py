@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""Write metafile.yml (the OpenMMLab model-index format) for every config: measured
+parameters and FLOPs at the papers' input sizes, and the papers' published results."""
+import argparse
+import os
+import sys
+import warnings
+
+warnings.filterwarnings('ignore')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from backbones.flops import all_configs, metafile, model_complexity  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--out', default=os.path.join(ROOT, 'metafile.yml'), help='default: metafile.yml')
+    args = parser.parse_args(argv)
+    rows = []
+    for path in all_configs(ROOT):
+        rows.append((path, model_complexity(path)))
+        print(f'measured {os.path.basename(path)}', flush=True)
+    with open(args.out, 'w') as f:
+        f.write(metafile(rows))
+    print(f'wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
