@@ -30,7 +30,10 @@ DEFAULT_SEG_CONFIG = osp.join(ROOT, 'configs', 'segmentation', 'fpn_edgevit-xxs_
 def _short_schedule(cfg: Config, iters: int, lr: float, warmup: int) -> None:
     """Iteration-based training of ``iters`` steps: linear warm-up, cosine decay, evaluation
     and a checkpoint at the end."""
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    # evaluated once after training (runner.test); mmengine's iteration loop would also
+    # validate at its last iteration
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.optim_wrapper.optimizer.lr = lr
     cfg.optim_wrapper.clip_grad = dict(max_norm=10.0)  # from-scratch training: tame early spikes
     warmup = min(warmup, max(iters // 4, 1))

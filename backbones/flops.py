@@ -6,6 +6,7 @@ RoI heads on the RPN's proposals, as mmdet's own get_flops does).
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 import re
 from typing import Dict, List, Optional, Tuple
@@ -109,7 +110,7 @@ def all_configs(root: str) -> List[str]:
     out = []
     for task in ('detection', 'segmentation'):
         folder = osp.join(root, 'configs', task)
-        out += sorted(osp.join(folder, f) for f in __import__('os').listdir(folder) if f.endswith('.py'))
+        out += sorted(osp.join(folder, f) for f in os.listdir(folder) if f.endswith('.py'))
     return out
 
 
@@ -142,7 +143,7 @@ def metafile(rows: List[Tuple[str, Dict[str, float]]]) -> str:
         seg = name.startswith('fpn_')
         paper = PAPER_MODELS.get(name, {})
         lines += [f'  - Name: {name}', f'    In Collection: {family}',
-                  f'    Config: {osp.relpath(path, osp.dirname(osp.dirname(path)) + "/..")}',
+                  f'    Config: configs/{osp.basename(osp.dirname(path))}/{osp.basename(path)}',
                   '    Metadata:', f"      Training Data: {'ADE20K' if seg else 'COCO'}",
                   f"      Batch Size: {32 if seg else 16}",
                   f"      {'Iterations: 40000' if seg else 'Epochs: 12'}",

@@ -24,7 +24,7 @@ def tiny_config(tmp_path_factory):
     cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
     cfg.randomness = dict(seed=0, deterministic=True)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    for key in ('train_dataloader', 'test_dataloader'):
         cfg[key].num_workers = 0
         cfg[key].persistent_workers = False
     cfg.pop('work_dir', None)

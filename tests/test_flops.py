@@ -21,3 +21,17 @@ def test_detector_flops_at_a_given_size():
     large = model_complexity(config, (256, 320))
     assert small['params'] == large['params']
     assert 3.0 < large['gflops'] / small['gflops'] < 5.0  # about 4x the pixels
+
+
+def test_metafile_lists_every_config_with_the_papers_results(reference):
+    import yaml
+    with open(ROOT / 'metafile.yml') as f:
+        meta = yaml.safe_load(f)
+    configs = sorted(m['Config'] for m in meta['Models'])
+    assert len(configs) == 21 and all((ROOT / c).is_file() for c in configs)
+    papers = (reference.folder.parent / 'PAPERS.md').read_text()
+    for model in meta['Models']:
+        assert model['Metadata']['Parameters'] > 1e6 and model['Metadata']['FLOPs'] > 1e9
+        for result in model.get('Results', []):
+            for value in result['Metrics'].values():
+                assert f'| {value} |' in papers, (model['Name'], value)

@@ -69,7 +69,7 @@ def test_mmdet_and_mmseg_read_it_with_the_project_configs(dataset):
     assert labels <= {det.metainfo['classes'].index(n) for n in class_names()['coco']}
     seg_modules()
     cfg = segmentation_config(DEFAULT_SEG_CONFIG, roots['ade'], 96, iters=2)
-    seg = SEG_DATASETS.build(cfg.val_dataloader.dataset)
+    seg = SEG_DATASETS.build(cfg.test_dataloader.dataset)
     labels = np.unique(seg[0]['data_samples'].gt_sem_seg.data.numpy())
     names = [seg.metainfo['classes'][i] for i in labels if i != 255]
     assert set(names) <= set(class_names()['ade']) and {'wall', 'floor'} & set(names)
