@@ -113,15 +113,21 @@ class SparseAttention(nn.Module):
         B, C, H, W = x.shape
         sr = self.sr_ratio
         if sr > 1:
-            # a 1x1 average pool with stride sr: keeps every sr-th token (delegates cleanly)
-            x = F.avg_pool2d(x, kernel_size=1, stride=sr)
+            # a 1x1 average pool with stride sr keeps every sr-th token; count_include_pad
+            # changes nothing without padding, and False is what mobile delegates accept
+            x = F.avg_pool2d(x, kernel_size=1, stride=sr, count_include_pad=False)
         h, w = x.shape[2], x.shape[3]
-        tokens = x.flatten(2).transpose(1, 2)
-        qkv = self.qkv(tokens).reshape(B, h * w, 3, self.num_heads, C // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        attn = (q @ k.transpose(-2, -1)) * self.scale
+        n, heads, hd = h * w, self.num_heads, C // self.num_heads
+        qkv = self.qkv(x.flatten(2).transpose(1, 2))
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, n, C) -> (B * heads, n, hd)
+            return t.reshape(B, n, heads, hd).transpose(1, 2).reshape(B * heads, n, hd)
+
+        # slices and 3-D batched matmuls: no unbind / broadcast expand in the exported graph
+        q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C]) for i in range(3))
+        attn = torch.bmm(q, k.transpose(1, 2)) * self.scale
         attn = self.attn_drop(attn.softmax(dim=-1))
-        out = (attn @ v).transpose(1, 2).reshape(B, h * w, C)
+        out = torch.bmm(attn, v).reshape(B, heads, n, hd).transpose(1, 2).reshape(B, n, C)
         if sr > 1:
             out = out.transpose(1, 2).reshape(B, C, h, w)
             out = self.local_prop(out)

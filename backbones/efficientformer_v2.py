@@ -126,7 +126,21 @@ class AttentionBias(nn.Module):
         idx = _offset_index(q_hw, k_hw, self.q_step, k_hw[1], device=table.device)
         return grid.flatten(2)[0][:, idx]
 
+    def freeze(self, q_hw: Tuple[int, int], k_hw: Tuple[int, int]) -> None:
+        """Store the bias of one (query, key) grid as a buffer, for export at a fixed size:
+        the exported graph then holds it as a constant instead of gathering and resizing."""
+        with torch.no_grad():
+            bias = self.compute(tuple(q_hw), tuple(k_hw)).detach().clone()
+        self.register_buffer('frozen_bias', bias, persistent=False)
+        self.frozen_grids = (tuple(q_hw), tuple(k_hw))
+
     def forward(self, q_hw: Tuple[int, int], k_hw: Tuple[int, int]) -> torch.Tensor:
+        frozen = getattr(self, 'frozen_grids', None)
+        if frozen is not None:
+            if frozen != (tuple(q_hw), tuple(k_hw)):
+                raise ValueError(f'this model was prepared for export with attention grids {frozen}; the input '
+                                 f'gives {(tuple(q_hw), tuple(k_hw))}. Prepare it for this input size.')
+            return self.frozen_bias
         if self.training or is_exporting():
             return self.compute(q_hw, k_hw)
         table = self.attention_biases
@@ -206,18 +220,19 @@ class Attention2d(nn.Module):
         if self.stride_conv is not None:
             x = self.stride_conv(x)
         h, w = x.shape[2], x.shape[3]
-        n = h * w
-        q = self.q(x).reshape(B, self.num_heads, self.key_dim, n).transpose(2, 3)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, n)
+        n, heads = h * w, self.num_heads
+        # 3-D batched matmuls over (batch * heads): no broadcast expand in the exported graph
+        q = self.q(x).reshape(B * heads, self.key_dim, n).transpose(1, 2)
+        k = self.k(x).reshape(B * heads, self.key_dim, n)
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.reshape(B, self.num_heads, self.d, n).transpose(2, 3)
+        v = v.reshape(B * heads, self.d, n).transpose(1, 2)
 
-        attn = (q @ k) * self.scale + self.bias((h, w), (h, w))
+        attn = torch.bmm(q, k).reshape(B, heads, n, n) * self.scale + self.bias((h, w), (h, w))
         attn = self.talking_head1(attn)
         attn = attn.softmax(dim=-1)
-        attn = self.talking_head2(attn)
-        out = (attn @ v).transpose(2, 3).reshape(B, self.dh, h, w) + v_local
+        attn = self.talking_head2(attn).reshape(B * heads, n, n)
+        out = torch.bmm(attn, v).transpose(1, 2).reshape(B, self.dh, h, w) + v_local
         if self.stride_conv is not None:
             out = F.interpolate(out, size=(H, W), mode='bilinear', align_corners=False)
         return self.proj(self.act(out))
@@ -232,8 +247,9 @@ class LocalGlobalQuery(nn.Module):
         self.proj = ConvNorm(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the official 1x1 average pool with stride 2 keeps every other cell
-        return self.proj(self.local(x) + F.avg_pool2d(x, kernel_size=1, stride=2))
+        # the official 1x1 average pool with stride 2 keeps every other cell (count_include_pad
+        # changes nothing without padding; False is what mobile delegates accept)
+        return self.proj(self.local(x) + F.avg_pool2d(x, kernel_size=1, stride=2, count_include_pad=False))
 
 
 class Attention2dDownsample(nn.Module):
@@ -260,15 +276,16 @@ class Attention2dDownsample(nn.Module):
         B, _, H, W = x.shape
         q = self.q(x)
         h, w = q.shape[2], q.shape[3]
-        q = q.reshape(B, self.num_heads, self.key_dim, h * w).transpose(2, 3)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, H * W)
+        heads = self.num_heads
+        q = q.reshape(B * heads, self.key_dim, h * w).transpose(1, 2)
+        k = self.k(x).reshape(B * heads, self.key_dim, H * W)
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.reshape(B, self.num_heads, self.d, H * W).transpose(2, 3)
+        v = v.reshape(B * heads, self.d, H * W).transpose(1, 2)
 
-        attn = (q @ k) * self.scale + self.bias((h, w), (H, W))
-        attn = attn.softmax(dim=-1)
-        out = (attn @ v).transpose(2, 3).reshape(B, self.dh, h, w) + v_local
+        attn = torch.bmm(q, k).reshape(B, heads, h * w, H * W) * self.scale + self.bias((h, w), (H, W))
+        attn = attn.softmax(dim=-1).reshape(B * heads, h * w, H * W)
+        out = torch.bmm(attn, v).transpose(1, 2).reshape(B, self.dh, h, w) + v_local
         return self.proj(self.act(out))
 
 

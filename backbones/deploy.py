@@ -1,0 +1,89 @@
+"""Preparing models for export to mobile runtimes (ExecuTorch/XNNPACK, ONNX, Core ML, TFLite).
+
+:func:`prepare_for_export` returns a copy of a backbone, detector or segmentor for one
+fixed input size with equal outputs, in operators that mobile delegates accept:
+
+* EfficientFormerV2 attention biases become constant buffers of that size (no gather, no
+  bicubic resize in the graph);
+* LayerNorms compute their mean and variance by a matrix product with a constant 1/C
+  vector (XNNPACK has no LayerNorm and averages 4-D tensors over space only).
+
+The models' own forwards already avoid what delegates refuse (broadcast 4-D matmuls,
+``unbind``, average pools counting padding), so nothing is patched in the exported graph.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+
+from .efficientformer_v2 import AttentionBias
+
+
+class MatmulLayerNorm(nn.Module):
+    """LayerNorm over the last dimension with its statistics from a matrix product.
+
+    Equal to ``nn.LayerNorm`` up to float rounding; built from linear / sub / mul / rsqrt,
+    which XNNPACK, Core ML and TFLite all delegate.
+    """
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        if len(norm.normalized_shape) != 1:
+            raise ValueError('MatmulLayerNorm normalises over the last dimension only')
+        dim = norm.normalized_shape[0]
+        self.eps = norm.eps
+        self.register_buffer('mean_weight', torch.full((1, dim), 1.0 / dim), persistent=False)
+        self.weight = nn.Parameter(norm.weight.detach().clone()) if norm.weight is not None else None
+        self.bias = nn.Parameter(norm.bias.detach().clone()) if norm.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = nn.functional.linear(x, self.mean_weight)
+        centred = x - mean
+        var = nn.functional.linear(centred * centred, self.mean_weight)
+        out = centred * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+def _replace_layer_norms(module: nn.Module) -> int:
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.LayerNorm):
+            setattr(module, name, MatmulLayerNorm(child))
+            count += 1
+        else:
+            count += _replace_layer_norms(child)
+    return count
+
+
+def _input_backbone(model: nn.Module) -> nn.Module:
+    return getattr(model, 'backbone', model)
+
+
+def prepare_for_export(model: nn.Module, input_size: Tuple[int, int]) -> nn.Module:
+    """An eval-mode copy of ``model`` (a backbone, or a model with ``.backbone``) ready to be
+    exported for inputs of ``input_size`` (H, W). The original is left untouched."""
+    model = copy.deepcopy(model).eval()
+    backbone = _input_backbone(model)
+    h, w = input_size
+    if hasattr(backbone, 'check_input'):
+        backbone.check_input(torch.zeros(1, 3, h, w))
+    # one eval forward fills every attention's cache with the grids of this size
+    biases = [m for m in model.modules() if isinstance(m, AttentionBias)]
+    for m in biases:
+        m.clear_cache()
+    if biases:
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, h, w))
+        for m in biases:
+            [(q_hw, k_hw, _, _)] = list(m._cache.keys())
+            m.freeze(q_hw, k_hw)
+            m.clear_cache()
+    _replace_layer_norms(model)
+    return model

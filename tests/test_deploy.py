@@ -1,0 +1,56 @@
+"""prepare_for_export: equal outputs, and graphs made of what mobile delegates accept."""
+import pytest
+import torch
+
+from backbones import EdgeViT, EfficientFormerV2
+from backbones.deploy import MatmulLayerNorm, prepare_for_export
+
+MODELS = [('edgevit_xxs', lambda: EdgeViT('xxs')),
+          ('efficientformerv2_s0', lambda: EfficientFormerV2('s0', resolution=512))]
+
+
+def _randomise_tables(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('attention_biases'):
+                p.normal_()
+            elif name.endswith('gamma'):
+                p.fill_(1.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize('name,build', MODELS)
+def test_prepared_model_is_equal_and_exports_without_refused_ops(name, build):
+    model = _randomise_tables(build())
+    x = torch.randn(1, 3, 160, 224)
+    deployed = prepare_for_export(model, (160, 224))
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in deployed.modules())
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in model.modules()) == (name == 'edgevit_xxs')
+    with torch.no_grad():
+        for a, b in zip(model(x), deployed(x)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    graph = torch.export.export(deployed, (x,)).graph
+    targets = {str(n.target) for n in graph.nodes if n.op == 'call_function'}
+    refused = {t for t in targets if any(bad in t for bad in ('layer_norm', 'aten.index.', 'upsample_bicubic',
+                                                               'aten.expand', 'unbind'))}
+    assert not refused, refused
+    with pytest.raises(ValueError, match='prepared for export' if name != 'edgevit_xxs' else 'x'):
+        if name == 'edgevit_xxs':
+            raise ValueError('x')  # EdgeViT has no size-bound state: any size still works
+        deployed(torch.randn(1, 3, 192, 224))
+
+
+def test_matmul_layer_norm_equals_layer_norm():
+    norm = torch.nn.LayerNorm(48, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 7, 5, 48) * 3 + 1
+    torch.testing.assert_close(MatmulLayerNorm(norm)(x), norm(x), rtol=1e-5, atol=1e-5)
+
+
+def test_original_model_is_untouched():
+    model = EfficientFormerV2('s0', resolution=224).eval()
+    prepare_for_export(model, (224, 224))
+    assert all(getattr(m, 'frozen_grids', None) is None for m in model.modules())
+    model(torch.randn(1, 3, 96, 128))  # still any size
