@@ -42,6 +42,7 @@ stamp=$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 check_env() {
   "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 import mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, torchvision, pytest, backbones
+import executorch, onnxruntime, coremltools
 assert mmcv.__version__ == "2.1.0"
 PY
 }
@@ -91,8 +92,8 @@ else
   fi
 fi
 
-log "mmengine, mmdet, mmsegmentation, timm, pytest and edgeformers (editable)"
-pip_q install --no-build-isolation -e "$ROOT[test]"
+log "mmengine, mmdet, mmsegmentation, timm, pytest, export tools (ExecuTorch, ONNX, Core ML) and edgeformers (editable)"
+pip_q install --no-build-isolation -e "$ROOT[test,export]"
 
 if ! check_env; then
   echo "setup.sh: the environment was installed but does not import; run '$VENV/bin/python -c \"import mmcv.ops, mmdet, mmseg, timm, backbones\"' to see why" >&2

@@ -1,0 +1,322 @@
+"""Export to mobile runtimes, with parity checks against eager PyTorch.
+
+Targets (:func:`build_target`): a backbone alone; a Semantic FPN segmentor (image ->
+per-pixel class logits at the input size); RetinaNet (backbone + neck + head -> raw class
+scores and box deltas per level) and Mask R-CNN (backbone + neck + RPN -> FPN features and
+RPN scores / deltas). What does not belong in a mobile graph (anchor decoding, NMS, RoI
+stages) runs on the host: :func:`retinanet_postprocess` and :func:`mask_rcnn_postprocess`
+turn the exported outputs into mmdet ``DetDataSample`` predictions with mmdet's own heads.
+
+XNNPACK delegates every operator of both backbone families (after
+:func:`backbones.deploy.prepare_for_export`). In detectors, mmdet's FPN upsamples by nearest
+neighbour, which XNNPACK does not delegate: those two to four ops run on ExecuTorch's portable
+kernels.
+
+Formats (:func:`export`): ExecuTorch ``.pte`` with the XNNPACK delegate (fp32, or int8
+through the XNNPACK pt2e quantizer with a calibration set), ONNX (run by onnxruntime),
+Core ML ``.mlpackage`` (converted here; predicting needs macOS) and TFLite through
+litert-torch when it is installed. Export packages are the optional extra
+``pip install .[export]`` (TFLite: ``.[tflite]``).
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .deploy import prepare_for_export
+
+FORMATS = ('executorch', 'executorch-int8', 'onnx', 'coreml', 'tflite')
+EXTRAS = {'executorch': 'export', 'executorch-int8': 'export', 'onnx': 'export', 'coreml': 'export',
+          'tflite': 'tflite'}
+_MODULES = {'executorch': 'executorch', 'executorch-int8': 'executorch', 'onnx': 'onnxruntime',
+            'coreml': 'coremltools', 'tflite': 'litert_torch'}
+
+
+class MissingExtra(RuntimeError):
+    pass
+
+
+def require(fmt: str) -> None:
+    """Raise a clear error when the packages of an export format are not installed."""
+    import importlib.util
+    module = _MODULES[fmt]
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(f'exporting to {fmt} needs the {module!r} package: pip install "edgeformers[{EXTRAS[fmt]}]" '
+                           f'(from a checkout: .venv/bin/pip install -e ".[{EXTRAS[fmt]}]")')
+
+
+# ---------------------------------------------------------------------------- targets
+class SegmentorLogits(nn.Module):
+    """An mmseg EncoderDecoder as image -> per-pixel logits at the input size."""
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        self.backbone = segmentor.backbone
+        self.neck = segmentor.neck if segmentor.with_neck else None
+        self.decode_head = segmentor.decode_head
+        self.align_corners = segmentor.decode_head.align_corners
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        logits = self.decode_head(feats)
+        return F.interpolate(logits, size=x.shape[2:], mode='bilinear', align_corners=self.align_corners)
+
+
+class DenseDetector(nn.Module):
+    """The mobile part of an mmdet detector: backbone + neck + dense head outputs.
+
+    RetinaNet: ``(*cls_scores, *bbox_preds)``, one per FPN level. Two-stage detectors:
+    ``(*fpn_features, *rpn_cls_scores, *rpn_bbox_preds)``; the RoI stages run on the host.
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.backbone = detector.backbone
+        self.neck = detector.neck
+        self.two_stage = hasattr(detector, 'rpn_head')
+        self.head = detector.rpn_head if self.two_stage else detector.bbox_head
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        feats = self.neck(self.backbone(x))
+        cls_scores, bbox_preds = self.head(feats)
+        outputs = list(cls_scores) + list(bbox_preds)
+        return tuple(list(feats) + outputs) if self.two_stage else tuple(outputs)
+
+
+@dataclass
+class Target:
+    """A model to export and how to read its outputs."""
+    name: str
+    module: nn.Module                      # prepared for export, eval mode
+    size: Tuple[int, int]
+    full_model: Optional[nn.Module] = None  # the mmdet / mmseg model (host-side steps)
+    kind: str = 'backbone'                 # backbone | segmentor | retinanet | two-stage
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None) -> Target:
+    """A backbone by name (``edgevit_xxs`` ... ``efficientformerv2_l``, see
+    :data:`backbones.detectors.BACKBONE_CFGS`) or a detection / segmentation config file."""
+    from .detectors import BACKBONE_CFGS
+    if name_or_config in BACKBONE_CFGS:
+        from . import BACKBONES
+        cfg = dict(BACKBONE_CFGS[name_or_config])
+        cls = BACKBONES[cfg.pop('type')]
+        if cls.__name__ == 'EfficientFormerV2':
+            cfg['resolution'] = max(size)
+        if checkpoint:
+            cfg['init_cfg'] = dict(type='Pretrained', checkpoint=checkpoint)
+        model = cls(**cfg)
+        if checkpoint:
+            model.init_weights()
+        return Target(name_or_config, prepare_for_export(model, size), tuple(size))
+    if not osp.isfile(name_or_config):
+        raise FileNotFoundError(f'{name_or_config!r} is neither a backbone name ({", ".join(BACKBONE_CFGS)}) '
+                                'nor a config file')
+    from .flops import build_model_from_config
+    model, scope = build_model_from_config(name_or_config)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    model.eval()
+    name = osp.splitext(osp.basename(name_or_config))[0]
+    if scope == 'mmseg':
+        module = SegmentorLogits(prepare_for_export(model, size))
+        return Target(name, module.eval(), tuple(size), model, 'segmentor')
+    deployed = prepare_for_export(model, size)
+    module = DenseDetector(deployed).eval()
+    return Target(name, module, tuple(size), model, 'two-stage' if module.two_stage else 'retinanet')
+
+
+# ---------------------------------------------------------------------------- host-side steps
+def _img_meta(size: Tuple[int, int], ori_shape: Optional[Tuple[int, int]] = None,
+              scale_factor: Tuple[float, float] = (1.0, 1.0)) -> dict:
+    return dict(img_shape=tuple(size), ori_shape=tuple(ori_shape or size), pad_shape=tuple(size),
+                batch_input_shape=tuple(size), scale_factor=scale_factor)
+
+
+def retinanet_postprocess(detector: nn.Module, outputs: Sequence[torch.Tensor], img_meta: dict):
+    """Exported RetinaNet outputs -> a DetDataSample, by mmdet's own head (anchors, decoding,
+    score threshold, NMS), exactly as ``detector.predict`` does after the network."""
+    from mmdet.structures import DetDataSample
+    n = len(outputs) // 2
+    results = detector.bbox_head.predict_by_feat(list(outputs[:n]), list(outputs[n:]), batch_img_metas=[img_meta],
+                                                 rescale=True)
+    sample = DetDataSample(metainfo=img_meta)
+    sample.pred_instances = results[0]
+    return sample
+
+
+def mask_rcnn_postprocess(detector: nn.Module, outputs: Sequence[torch.Tensor], img_meta: dict):
+    """Exported two-stage outputs (FPN features, RPN scores, RPN deltas) -> a DetDataSample:
+    proposals by mmdet's RPN head, then the RoI heads (box and mask) on the host."""
+    from mmdet.structures import DetDataSample
+    num_levels = len(detector.rpn_head.prior_generator.strides)
+    feats = list(outputs[:-2 * num_levels])
+    rpn_cls = list(outputs[-2 * num_levels:-num_levels])
+    rpn_reg = list(outputs[-num_levels:])
+    sample = DetDataSample(metainfo=img_meta)
+    with torch.no_grad():
+        proposals = detector.rpn_head.predict_by_feat(rpn_cls, rpn_reg, batch_img_metas=[img_meta], rescale=False)
+        results = detector.roi_head.predict(tuple(feats), proposals, [sample], rescale=True)
+    sample.pred_instances = results[0]
+    return sample
+
+
+# ---------------------------------------------------------------------------- formats
+@dataclass
+class ExportResult:
+    fmt: str
+    path: str
+    size_bytes: int
+    seconds: float
+    max_abs_diff: Optional[float] = None
+    max_rel_diff: Optional[float] = None
+    delegated_fraction: Optional[float] = None
+    not_delegated: Dict[str, int] = field(default_factory=dict)
+    note: str = ''
+
+    def describe(self) -> str:
+        parts = [f'{self.fmt:<16} {self.path}  {self.size_bytes / 1e6:.2f} MB  export {self.seconds:.1f}s']
+        if self.delegated_fraction is not None:
+            parts.append(f'XNNPACK-delegated ops {self.delegated_fraction:.1%}'
+                         + (f' (not delegated: {self.not_delegated})' if self.not_delegated else ''))
+        if self.max_abs_diff is not None:
+            parts.append(f'vs eager: max abs {self.max_abs_diff:.2e}, max rel {self.max_rel_diff:.2e}')
+        if self.note:
+            parts.append(self.note)
+        return '\n    '.join(parts)
+
+
+def _flat(out) -> List[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def compare(eager: Sequence[torch.Tensor], exported: Sequence[torch.Tensor]) -> Tuple[float, float]:
+    """Max absolute difference, and max difference relative to each output's largest value."""
+    abs_diff = rel_diff = 0.0
+    for a, b in zip(eager, exported):
+        b = torch.as_tensor(b).reshape(a.shape).to(a.dtype)
+        d = (a - b).abs().max().item()
+        abs_diff = max(abs_diff, d)
+        rel_diff = max(rel_diff, d / max(a.abs().max().item(), 1e-12))
+    return abs_diff, rel_diff
+
+
+def _lower_executorch(exported, path: str) -> Tuple[float, Dict[str, int]]:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge, to_edge_transform_and_lower
+    ops = [n for n in to_edge(exported).exported_program().graph.nodes if n.op == 'call_function']
+    total = sum(1 for n in ops if 'getitem' not in str(n.target))
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    left: Dict[str, int] = {}
+    for n in edge.exported_program().graph.nodes:
+        target = str(n.target)
+        if n.op != 'call_function' or 'executorch_call_delegate' in target or 'getitem' in target:
+            continue
+        if any(k in target for k in ('quantize_per', 'dequantize_per')):
+            continue  # the int8 model's input / output (de)quantisation at the delegate edge
+        name = target.split(':')[1].split('(')[0].strip(' >') if ':' in target else target
+        left[name] = left.get(name, 0) + 1
+    with open(path, 'wb') as f:
+        f.write(edge.to_executorch().buffer)
+    return 1.0 - sum(left.values()) / max(total, 1), left
+
+
+def run_executorch(path: str, x: torch.Tensor) -> List[torch.Tensor]:
+    from executorch.extension.pybindings import portable_lib
+    module = portable_lib._load_for_executorch(path)
+    return list(module.forward((x,)))
+
+
+def run_onnx(path: str, x: torch.Tensor) -> List[torch.Tensor]:
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    return [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})]
+
+
+def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]):
+    """Static int8 (per-channel weights, per-tensor activations) with the XNNPACK quantizer."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    graph = torch.export.export(module, (example,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tensor] = None,
+           calibration: Optional[Sequence[torch.Tensor]] = None) -> ExportResult:
+    """Export ``target`` to ``fmt`` under ``out_dir`` and check it against eager PyTorch."""
+    if fmt not in FORMATS:
+        raise ValueError(f'unknown format {fmt!r}; choose from {FORMATS}')
+    require(fmt)
+    os.makedirs(out_dir, exist_ok=True)
+    h, w = target.size
+    x = example if example is not None else torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    module = target.module.eval()
+    with torch.no_grad():
+        eager = _flat(module(x))
+    start = time.time()
+    base = osp.join(out_dir, f'{target.name}_{h}x{w}')
+    if fmt in ('executorch', 'executorch-int8'):
+        path = base + ('_int8' if fmt.endswith('int8') else '') + '.pte'
+        if fmt == 'executorch-int8':
+            calib = calibration or [torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+            graph = quantize_int8(module, x, calib)
+            exported = torch.export.export(graph, (x,))
+            with torch.no_grad():
+                eager = _flat(graph(x))  # compare with the quantised model in PyTorch
+        else:
+            exported = torch.export.export(module, (x,))
+        fraction, left = _lower_executorch(exported, path)
+        outputs = run_executorch(path, x)
+        result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start, delegated_fraction=fraction,
+                              not_delegated=left)
+    elif fmt == 'onnx':
+        path = base + '.onnx'
+        torch.onnx.export(module, (x,), path, opset_version=18, dynamo=True, external_data=False,
+                          input_names=['image'])
+        outputs = run_onnx(path, x)
+        result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start)
+    elif fmt == 'coreml':
+        import coremltools as ct
+        path = base + '.mlpackage'
+        exported = torch.export.export(module, (x,)).run_decompositions({})
+        mlmodel = ct.convert(exported, convert_to='mlprogram', minimum_deployment_target=ct.target.iOS17)
+        mlmodel.save(path)
+        size = sum(os.path.getsize(osp.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+        return ExportResult(fmt, path, size, time.time() - start,
+                            note='converted; running a Core ML model needs macOS, so no parity check here')
+    else:  # tflite
+        import litert_torch
+        path = base + '.tflite'
+        edge_model = litert_torch.convert(module, (x,))
+        edge_model.export(path)
+        outputs = _flat(edge_model(x))
+        result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start)
+    result.max_abs_diff, result.max_rel_diff = compare(eager, outputs)
+    return result
+
+
+def check_against_eager(target: Target, outputs: Sequence[torch.Tensor], x: torch.Tensor) -> Tuple[float, float]:
+    with torch.no_grad():
+        return compare(_flat(target.module(x)), outputs)
+
+
+Runner = Callable[[str, torch.Tensor], List[torch.Tensor]]
+RUNNERS: Dict[str, Runner] = {'executorch': run_executorch, 'executorch-int8': run_executorch, 'onnx': run_onnx}

@@ -1,0 +1,110 @@
+"""Export to ExecuTorch (XNNPACK) and ONNX with parity against eager PyTorch; detectors'
+host-side post-processing against mmdet's own predict; Core ML conversion."""
+import pytest
+import torch
+
+from backbones.deploy import prepare_for_export
+from backbones.export import (DenseDetector, MissingExtra, Target, build_target, export, mask_rcnn_postprocess,
+                              require, retinanet_postprocess, run_executorch, run_onnx)
+from backbones.flops import build_model_from_config
+
+from .conftest import ROOT
+
+pytest.importorskip('executorch', reason='the [export] extra is not installed')
+SIZE = (128, 160)
+DET = ROOT / 'configs' / 'detection'
+
+
+@pytest.mark.parametrize('name', ['edgevit_xxs', 'efficientformerv2_s0'])
+@pytest.mark.parametrize('fmt', ['executorch', 'onnx'])
+def test_backbone_exports_match_eager(name, fmt, tmp_path):
+    target = build_target(name, SIZE)
+    result = export(target, fmt, str(tmp_path))
+    assert result.max_rel_diff < 1e-4, result.describe()
+    if fmt == 'executorch':
+        assert result.delegated_fraction == 1.0 and not result.not_delegated, result.describe()
+
+
+@pytest.mark.parametrize('fmt', ['executorch', 'onnx'])
+def test_segmentor_exports_match_eager(fmt, tmp_path):
+    config = ROOT / 'configs' / 'segmentation' / 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py'
+    target = build_target(str(config), SIZE)
+    assert target.kind == 'segmentor'
+    result = export(target, fmt, str(tmp_path))
+    assert result.max_rel_diff < 1e-4, result.describe()
+    with torch.no_grad():
+        logits = target.module(torch.zeros(1, 3, *SIZE))
+    assert logits.shape == (1, 150, *SIZE)
+
+
+def _image(seed=0):
+    return torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _same_predictions(a, b):
+    a, b = a.pred_instances, b.pred_instances
+    assert len(a) == len(b) > 0
+    assert a.scores.max() < 0.999 and len(a.scores.unique()) == len(a.scores)  # no ties to order arbitrarily
+    assert torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.bboxes, b.bboxes, rtol=1e-4, atol=1e-2)
+
+
+def test_retinanet_executorch_plus_host_equals_mmdet_predict(tmp_path):
+    from mmdet.structures import DetDataSample
+    model, _ = build_model_from_config(str(DET / 'retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py'))
+    with torch.no_grad():
+        # scores spread over (0, 1) without ties, so that there is plenty to keep, rank and suppress
+        model.bbox_head.retina_cls.weight.mul_(0.02)
+        model.bbox_head.retina_cls.bias.zero_()
+    model.eval()
+    target = Target('retinanet', DenseDetector(prepare_for_export(model, SIZE)).eval(), SIZE, model, 'retinanet')
+    x = _image()
+    result = export(target, 'executorch', str(tmp_path), example=x)
+    assert result.max_rel_diff < 1e-4, result.describe()
+    # everything but the FPN's nearest-neighbour upsampling (XNNPACK has none) is delegated
+    assert set(result.not_delegated) == {'aten.upsample_nearest2d.vec'}, result.describe()
+    meta = dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE, batch_input_shape=SIZE, scale_factor=(1.0, 1.0))
+    with torch.no_grad():
+        expected = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0]
+    ours = retinanet_postprocess(model, run_executorch(result.path, x), meta)
+    _same_predictions(ours, expected)
+
+
+def test_mask_rcnn_onnx_plus_host_equals_mmdet_predict(tmp_path):
+    """Two exact steps: the exported dense outputs equal eager ones (1e-4), and the host-side
+    RPN + RoI stages on the dense outputs give exactly mmdet's predict. (With random weights
+    the class scores of all RoIs lie within 1e-3 of each other, so comparing end to end would
+    test the order of near-ties, not the pipeline.)"""
+    from mmdet.structures import DetDataSample
+    model, _ = build_model_from_config(str(DET / 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py'))
+    with torch.no_grad():
+        model.roi_head.bbox_head.fc_cls.bias[:3] = 4.0  # three likely classes: scores above the 0.05 threshold
+    model.eval()
+    target = Target('mask_rcnn', DenseDetector(prepare_for_export(model, SIZE)).eval(), SIZE, model, 'two-stage')
+    x = _image(1)
+    result = export(target, 'onnx', str(tmp_path), example=x)
+    assert result.max_rel_diff < 1e-4, result.describe()
+    assert len(run_onnx(result.path, x)) == 5 + 2 * 5  # FPN levels, RPN scores and deltas per level
+    meta = dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE, batch_input_shape=SIZE, scale_factor=(1.0, 1.0))
+    with torch.no_grad():
+        expected = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0].pred_instances
+        ours = mask_rcnn_postprocess(model, target.module(x), meta).pred_instances
+    assert len(ours) == len(expected) > 0
+    for key in ('labels', 'scores', 'bboxes', 'masks'):
+        assert torch.equal(getattr(ours, key), getattr(expected, key)), key
+
+
+def test_coreml_conversion_of_a_backbone(tmp_path):
+    pytest.importorskip('coremltools')
+    result = export(build_target('efficientformerv2_s0', SIZE), 'coreml', str(tmp_path))
+    assert result.path.endswith('.mlpackage') and result.size_bytes > 1e6
+    assert 'macOS' in result.note
+
+
+def test_missing_extra_names_the_extra(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'litert_torch' else real(name, *a))
+    with pytest.raises(MissingExtra, match=r'edgeformers\[tflite\]'):
+        require('tflite')
