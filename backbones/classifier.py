@@ -6,7 +6,7 @@ segmentation, where the backbone alone is used.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from typing import Dict, Union
 
 import torch
 import torch.nn as nn

@@ -149,6 +149,23 @@ def _titled(tile_row: np.ndarray, title: str) -> np.ndarray:
     return np.concatenate([band, tile_row], axis=0)
 
 
+def _prediction_row(task: Dict[str, Any], image_paths: List[str], title: str, init, infer, visualizers,
+                    vis_options: Optional[dict] = None, **draw_kwargs) -> np.ndarray:
+    """One titled row of validation images with ``task``'s predictions drawn by its toolbox."""
+    import mmcv
+    model = init(task['config'], task['checkpoint'], device='cpu')
+    vis_cfg = copy.deepcopy(model.cfg.visualizer)
+    vis_cfg.update(name=f'demo_{title}_{time.time()}', vis_backends=None, save_dir=None, **(vis_options or {}))
+    visualizer = visualizers.build(vis_cfg)
+    visualizer.dataset_meta = model.dataset_meta
+    tiles = []
+    for path in image_paths:
+        image = mmcv.imread(path, channel_order='rgb')
+        visualizer.add_datasample('pred', image, infer(model, path), draw_gt=False, show=False, **draw_kwargs)
+        tiles.append(visualizer.get_image())
+    return _titled(np.concatenate(tiles, axis=1), title)
+
+
 def _draw(det: Optional[Dict[str, Any]], seg: Optional[Dict[str, Any]], image_paths: List[str],
           out_file: str) -> str:
     """Draw predictions of both models (and the images) into one PNG, one row per model."""
@@ -157,33 +174,13 @@ def _draw(det: Optional[Dict[str, Any]], seg: Optional[Dict[str, Any]], image_pa
     if det is not None:
         from mmdet.apis import inference_detector, init_detector
         from mmdet.registry import VISUALIZERS
-        model = init_detector(det['config'], det['checkpoint'], device='cpu')
-        vis_cfg = copy.deepcopy(model.cfg.visualizer)
-        vis_cfg.update(name=f'demo_det_{time.time()}', vis_backends=None, save_dir=None)
-        visualizer = VISUALIZERS.build(vis_cfg)
-        visualizer.dataset_meta = model.dataset_meta
-        tiles = []
-        for path in image_paths:
-            image = mmcv.imread(path, channel_order='rgb')
-            visualizer.add_datasample('det', image, inference_detector(model, path), draw_gt=False,
-                                      pred_score_thr=0.5, show=False)
-            tiles.append(visualizer.get_image())
-        rows.append(_titled(np.concatenate(tiles, axis=1), f'{det["config_name"][:-3]}  (score > 0.5)'))
+        rows.append(_prediction_row(det, image_paths, f'{det["config_name"][:-3]}  (score > 0.5)', init_detector,
+                                    inference_detector, VISUALIZERS, pred_score_thr=0.5))
     if seg is not None:
         from mmseg.apis import inference_model, init_model
         from mmseg.registry import VISUALIZERS
-        model = init_model(seg['config'], seg['checkpoint'], device='cpu')
-        vis_cfg = copy.deepcopy(model.cfg.visualizer)
-        vis_cfg.update(name=f'demo_seg_{time.time()}', vis_backends=None, save_dir=None, alpha=0.6)
-        visualizer = VISUALIZERS.build(vis_cfg)
-        visualizer.dataset_meta = model.dataset_meta
-        tiles = []
-        for path in image_paths:
-            image = mmcv.imread(path, channel_order='rgb')
-            visualizer.add_datasample('seg', image, inference_model(model, path), draw_gt=False, show=False,
-                                      with_labels=False)
-            tiles.append(visualizer.get_image())
-        rows.append(_titled(np.concatenate(tiles, axis=1), seg['config_name'][:-3]))
+        rows.append(_prediction_row(seg, image_paths, seg['config_name'][:-3], init_model, inference_model,
+                                    VISUALIZERS, vis_options=dict(alpha=0.6), with_labels=False))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     mmcv.imwrite(np.concatenate(rows, axis=0)[..., ::-1], out_file)

@@ -26,10 +26,11 @@ def build_retinanet(backbone_cfg: dict):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    import backbones  # noqa: F401  (registers the backbones)
+    from . import BACKBONES  # importing the package registers the backbones
 
     register_all_modules()
-    channels = list(MODELS.build(dict(backbone_cfg, out_indices=(0, 1, 2, 3))).out_channels)
+    cls = BACKBONES[backbone_cfg['type']]
+    channels = list(cls.resolve_arch(backbone_cfg['arch'])['widths'])
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'retinanet.py')
         with open(path, 'w') as f:

@@ -11,7 +11,7 @@ propagated output back to the token grid, so stage ``i`` has size ``ceil(H / 2**
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn

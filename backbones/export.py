@@ -24,7 +24,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -138,8 +138,9 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
 
 
 # ---------------------------------------------------------------------------- host-side steps
-def _img_meta(size: Tuple[int, int], ori_shape: Optional[Tuple[int, int]] = None,
-              scale_factor: Tuple[float, float] = (1.0, 1.0)) -> dict:
+def image_meta(size: Tuple[int, int], ori_shape: Optional[Tuple[int, int]] = None,
+               scale_factor: Tuple[float, float] = (1.0, 1.0)) -> dict:
+    """The mmdet image meta of one unpadded ``size`` input (what the host steps need)."""
     return dict(img_shape=tuple(size), ori_shape=tuple(ori_shape or size), pad_shape=tuple(size),
                 batch_input_shape=tuple(size), scale_factor=scale_factor)
 
@@ -311,12 +312,3 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
         result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start)
     result.max_abs_diff, result.max_rel_diff = compare(eager, outputs)
     return result
-
-
-def check_against_eager(target: Target, outputs: Sequence[torch.Tensor], x: torch.Tensor) -> Tuple[float, float]:
-    with torch.no_grad():
-        return compare(_flat(target.module(x)), outputs)
-
-
-Runner = Callable[[str, torch.Tensor], List[torch.Tensor]]
-RUNNERS: Dict[str, Runner] = {'executorch': run_executorch, 'executorch-int8': run_executorch, 'onnx': run_onnx}

@@ -19,7 +19,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -215,11 +215,3 @@ def class_names() -> Dict[str, List[str]]:
     """The COCO and ADE20K class names the dataset uses."""
     return dict(coco=[CLASSES[s][0] for s in SHAPES],
                 ade=list(BACKGROUND) + [CLASSES[s][2] for s in SHAPES])
-
-
-def summary(root: str) -> Optional[dict]:
-    path = os.path.join(root, 'dataset.json')
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)

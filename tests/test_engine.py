@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from backbones.demo import DEFAULT_DET_CONFIG, detection_config
+from backbones.demo import detection_config
 from backbones.synthetic import make_dataset
 
 from .conftest import ROOT

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from backbones.deploy import prepare_for_export
-from backbones.export import (DenseDetector, MissingExtra, Target, build_target, export, mask_rcnn_postprocess,
-                              require, retinanet_postprocess, run_executorch, run_onnx)
+from backbones.export import (DenseDetector, MissingExtra, Target, build_target, export, image_meta,
+                              mask_rcnn_postprocess, require, retinanet_postprocess, run_executorch, run_onnx)
 from backbones.flops import build_model_from_config
 
 from .conftest import ROOT
@@ -64,7 +64,7 @@ def test_retinanet_executorch_plus_host_equals_mmdet_predict(tmp_path):
     assert result.max_rel_diff < 1e-4, result.describe()
     # everything but the FPN's nearest-neighbour upsampling (XNNPACK has none) is delegated
     assert set(result.not_delegated) == {'aten.upsample_nearest2d.vec'}, result.describe()
-    meta = dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE, batch_input_shape=SIZE, scale_factor=(1.0, 1.0))
+    meta = image_meta(SIZE)
     with torch.no_grad():
         expected = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0]
     ours = retinanet_postprocess(model, run_executorch(result.path, x), meta)
@@ -86,7 +86,7 @@ def test_mask_rcnn_onnx_plus_host_equals_mmdet_predict(tmp_path):
     result = export(target, 'onnx', str(tmp_path), example=x)
     assert result.max_rel_diff < 1e-4, result.describe()
     assert len(run_onnx(result.path, x)) == 5 + 2 * 5  # FPN levels, RPN scores and deltas per level
-    meta = dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE, batch_input_shape=SIZE, scale_factor=(1.0, 1.0))
+    meta = image_meta(SIZE)
     with torch.no_grad():
         expected = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0].pred_instances
         ours = mask_rcnn_postprocess(model, target.module(x), meta).pred_instances

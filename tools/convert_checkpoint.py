@@ -15,8 +15,6 @@ import os
 import sys
 import warnings
 
-import torch
-
 # mmengine's config loader imports the deprecated pkg_resources; not actionable here
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
