@@ -5,8 +5,10 @@ fixed input size with equal outputs, in operators that mobile delegates accept:
 
 * EfficientFormerV2 attention biases become constant buffers of that size (no gather, no
   bicubic resize in the graph);
-* LayerNorms compute their mean and variance by a matrix product with a constant 1/C
-  vector (XNNPACK has no LayerNorm and averages 4-D tensors over space only).
+* LayerNorms compute their mean and variance by a product with a constant 1/C vector: a
+  1x1 convolution for the channels of an NCHW map (:class:`~backbones.layers.LayerNorm2d`,
+  so the map stays channels-last inside XNNPACK), a linear layer over a last dimension
+  (XNNPACK has no LayerNorm and averages 4-D tensors over space only).
 
 The models' own forwards already avoid what delegates refuse (broadcast 4-D matmuls,
 ``unbind``, average pools counting padding), so nothing is patched in the exported graph.
@@ -20,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .efficientformer_v2 import AttentionBias
+from .layers import LayerNorm2d, Linear2d
 
 
 class MatmulLayerNorm(nn.Module):
@@ -51,15 +54,42 @@ class MatmulLayerNorm(nn.Module):
         return out
 
 
-def _replace_layer_norms(module: nn.Module) -> int:
-    count = 0
+class ConvLayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW map with its statistics from 1x1 convolutions
+    to one channel; equal to :class:`~backbones.layers.LayerNorm2d` up to float rounding."""
+
+    def __init__(self, norm: LayerNorm2d) -> None:
+        super().__init__()
+        dim = norm.normalized_shape[0]
+        self.eps = norm.eps
+        self.register_buffer('mean_weight', torch.full((1, dim, 1, 1), 1.0 / dim), persistent=False)
+        affine = norm.weight is not None
+        self.weight = nn.Parameter(norm.weight.detach().clone().view(1, dim, 1, 1)) if affine else None
+        self.bias = nn.Parameter(norm.bias.detach().clone().view(1, dim, 1, 1)) if norm.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = nn.functional.conv2d(x, self.mean_weight)
+        centred = x - mean
+        var = nn.functional.conv2d(centred * centred, self.mean_weight)
+        out = centred * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+def _replace_for_delegates(module: nn.Module) -> None:
+    """Swap in the export forms: 1x1 convs for :class:`Linear2d`, LayerNorms by products."""
     for name, child in module.named_children():
-        if isinstance(child, nn.LayerNorm):
+        if isinstance(child, Linear2d):
+            setattr(module, name, child.to_conv())
+        elif isinstance(child, LayerNorm2d):
+            setattr(module, name, ConvLayerNorm2d(child))
+        elif isinstance(child, nn.LayerNorm):
             setattr(module, name, MatmulLayerNorm(child))
-            count += 1
         else:
-            count += _replace_layer_norms(child)
-    return count
+            _replace_for_delegates(child)
 
 
 def _input_backbone(model: nn.Module) -> nn.Module:
@@ -85,5 +115,5 @@ def prepare_for_export(model: nn.Module, input_size: Tuple[int, int]) -> nn.Modu
             [(q_hw, k_hw, _, _)] = list(m._cache.keys())
             m.freeze(q_hw, k_hw)
             m.clear_cache()
-    _replace_layer_norms(model)
+    _replace_for_delegates(model)
     return model

@@ -7,6 +7,11 @@ sparse attention (attention between every ``sr``-th token, propagated back with 
 transposed depth-wise conv). Generalised to any input size: patch embeddings pad the input
 to a multiple of their stride (bottom/right), and the sparse attention crops its
 propagated output back to the token grid, so stage ``i`` has size ``ceil(H / 2**(i+2))``.
+
+The features stay NCHW throughout: LayerNorms normalise channels in place and the token
+linears (``qkv``, ``proj``, the MLP) run as the equal 1x1 convolutions, with the official
+parameter shapes. Mobile delegates that keep images channels-last then need no layout
+change between the convolutional and the attention parts of a block.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, stage_drop_path_rates
-from .layers import DropPath
+from .layers import DropPath, LayerNorm2d, Linear2d
 
 
 class PatchEmbed(nn.Module):
@@ -29,16 +34,14 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, out_channels, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(out_channels)
+        self.norm = LayerNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
         pad_h, pad_w = (-x.shape[2]) % p, (-x.shape[3]) % p
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x)
-        # LayerNorm over channels, kept in NCHW
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+        return self.norm(self.proj(x))
 
 
 class ConvMlp(nn.Module):
@@ -56,13 +59,13 @@ class ConvMlp(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear -> GELU -> Linear on tokens."""
+    """Linear -> GELU -> Linear per token, applied to an NCHW map as 1x1 convolutions."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear2d(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear2d(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +92,27 @@ class LocalAggregation(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+class PatchSpread(nn.ConvTranspose2d):
+    """The depth-wise transposed convolution whose kernel equals its stride (the official
+    ``LocalProp``): each token spreads over its own ``s x s`` patch, weighted per channel.
+
+    Computed as a broadcast product, which is exactly ``conv_transpose2d`` here (one term
+    per output) and avoids grouped deconvolutions, which mobile delegates run slowly
+    (XNNPACK: 11x slower for EdgeViT-XXS's first stage).
+    """
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__(channels, channels, stride, stride=stride, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, h, w = x.shape
+        s = self.stride[0]
+        out = x.reshape(B, C, h, 1, w, 1) * self.weight.reshape(1, C, 1, s, 1, s)
+        if self.bias is not None:
+            out = out + self.bias.reshape(1, C, 1, 1, 1, 1)
+        return out.reshape(B, C, h * s, w * s)
+
+
 class SparseAttention(nn.Module):
     """Multi-head attention among every ``sr``-th token, propagated back by a transposed conv."""
 
@@ -100,16 +124,16 @@ class SparseAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.sr_ratio = sr_ratio
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear2d(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear2d(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
-            self.local_prop = nn.ConvTranspose2d(dim, dim, sr_ratio, stride=sr_ratio, groups=dim)
-            self.norm = nn.LayerNorm(dim)
+            self.local_prop = PatchSpread(dim, sr_ratio)
+            self.norm = LayerNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) normalised features; returns (B, H*W, C) tokens."""
+        """x: (B, C, H, W) normalised features; returns (B, C, H, W)."""
         B, C, H, W = x.shape
         sr = self.sr_ratio
         if sr > 1:
@@ -118,46 +142,38 @@ class SparseAttention(nn.Module):
             x = F.avg_pool2d(x, kernel_size=1, stride=sr, count_include_pad=False)
         h, w = x.shape[2], x.shape[3]
         n, heads, hd = h * w, self.num_heads, C // self.num_heads
-        qkv = self.qkv(x.flatten(2).transpose(1, 2))
-
-        def split_heads(t: torch.Tensor) -> torch.Tensor:  # (B, n, C) -> (B * heads, n, hd)
-            return t.reshape(B, n, heads, hd).transpose(1, 2).reshape(B * heads, n, hd)
-
-        # slices and 3-D batched matmuls: no unbind / broadcast expand in the exported graph
-        q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C]) for i in range(3))
-        attn = torch.bmm(q, k.transpose(1, 2)) * self.scale
+        qkv = self.qkv(x)
+        # channel slices split into heads as (B * heads, hd, n), and 3-D batched matmuls: no
+        # unbind or broadcast expand in the exported graph, and the output comes out NCHW
+        q, k, v = (qkv[:, i * C:(i + 1) * C].reshape(B * heads, hd, n) for i in range(3))
+        attn = torch.bmm(q.transpose(1, 2), k) * self.scale
         attn = self.attn_drop(attn.softmax(dim=-1))
-        out = torch.bmm(attn, v).reshape(B, heads, n, hd).transpose(1, 2).reshape(B, n, C)
+        out = torch.bmm(v, attn.transpose(1, 2)).reshape(B, C, h, w)
         if sr > 1:
-            out = out.transpose(1, 2).reshape(B, C, h, w)
             out = self.local_prop(out)
             if out.shape[2] != H or out.shape[3] != W:
                 out = out[:, :, :H, :W]
-            out = self.norm(out.flatten(2).transpose(1, 2))
+            out = self.norm(out)
         return self.proj_drop(self.proj(out))
 
 
 class GlobalAttention(nn.Module):
-    """Conditional position encoding, sparse self-attention and an MLP, on tokens."""
+    """Conditional position encoding, sparse self-attention and an MLP."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, sr_ratio: int,
                  drop: float, attn_drop: float, drop_path: float) -> None:
         super().__init__()
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = LayerNorm2d(dim, eps=1e-6)
         self.attn = SparseAttention(dim, num_heads, qkv_bias, sr_ratio, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = LayerNorm2d(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.pos_embed(x)
-        B, C, H, W = x.shape
-        normed = self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        tokens = x.flatten(2).transpose(1, 2)
-        tokens = tokens + self.drop_path(self.attn(normed))
-        tokens = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
-        return tokens.transpose(1, 2).reshape(B, C, H, W)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class LGLBlock(nn.Module):
