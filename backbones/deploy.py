@@ -115,5 +115,8 @@ def prepare_for_export(model: nn.Module, input_size: Tuple[int, int]) -> nn.Modu
             [(q_hw, k_hw, _, _)] = list(m._cache.keys())
             m.freeze(q_hw, k_hw)
             m.clear_cache()
+    for m in list(model.modules()):
+        if hasattr(m, 'fuse_for_export'):
+            m.fuse_for_export()
     _replace_for_delegates(model)
     return model

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, stage_drop_path_rates
-from .layers import DropPath, LayerNorm2d, Linear2d
+from .layers import DropPath, LayerNorm2d, Linear2d, batch_norm_affine, fold_affine_into_pointwise
 
 
 class PatchEmbed(nn.Module):
@@ -90,6 +90,12 @@ class LocalAggregation(nn.Module):
         x = x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.dw_conv(self.conv1(self.norm1(x)))))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def fuse_for_export(self) -> None:
+        """Fold both BatchNorms (eval statistics) into the 1x1 convs that follow them."""
+        fold_affine_into_pointwise(*batch_norm_affine(self.norm1), self.conv1)
+        fold_affine_into_pointwise(*batch_norm_affine(self.norm2), self.mlp.fc1)
+        self.norm1, self.norm2 = nn.Identity(), nn.Identity()
 
 
 class PatchSpread(nn.ConvTranspose2d):
@@ -174,6 +180,17 @@ class GlobalAttention(nn.Module):
         x = x + self.pos_embed(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def fuse_for_export(self) -> None:
+        """Fold the LayerNorms' affine parameters into the 1x1 convs that follow them (the
+        sparse attention's sub-sampling commutes with a per-channel affine)."""
+        pairs = [(self.norm1, self.attn.qkv), (self.norm2, self.mlp.fc1)]
+        if self.attn.sr_ratio > 1:
+            pairs.append((self.attn.norm, self.attn.proj))
+        for norm, layer in pairs:
+            if norm.weight is not None:
+                fold_affine_into_pointwise(norm.weight, norm.bias, layer)
+                norm.weight, norm.bias = None, None
 
 
 class LGLBlock(nn.Module):

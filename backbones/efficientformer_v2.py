@@ -184,6 +184,18 @@ class AttentionBias(nn.Module):
         return grid.reshape(heads, -1)  # float32: no second rounding of half-precision sources
 
 
+def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
+    """A talking-head 1x1 conv over the heads of ``attn`` (B, heads, N_q, N_k), as a batched
+    matmul: the attention map stays in its (row-major) layout, where the conv would make
+    channels-last delegates transpose it twice (XNNPACK: 4x slower)."""
+    B, heads, n_q, n_k = attn.shape
+    weight = conv.weight.reshape(1, heads, heads)
+    if B > 1:
+        weight = weight.expand(B, heads, heads)
+    out = torch.bmm(weight, attn.reshape(B, heads, n_q * n_k)) + conv.bias.reshape(1, heads, 1)
+    return out.reshape(B, heads, n_q, n_k)
+
+
 class Attention2d(nn.Module):
     """Multi-head attention with talking heads and a local value branch (all convs + BN).
 
@@ -229,9 +241,8 @@ class Attention2d(nn.Module):
         v = v.reshape(B * heads, self.d, n).transpose(1, 2)
 
         attn = torch.bmm(q, k).reshape(B, heads, n, n) * self.scale + self.bias((h, w), (h, w))
-        attn = self.talking_head1(attn)
-        attn = attn.softmax(dim=-1)
-        attn = self.talking_head2(attn).reshape(B * heads, n, n)
+        attn = mix_heads(self.talking_head1, attn).softmax(dim=-1)
+        attn = mix_heads(self.talking_head2, attn).reshape(B * heads, n, n)
         out = torch.bmm(attn, v).transpose(1, 2).reshape(B, self.dh, h, w) + v_local
         if self.stride_conv is not None:
             out = F.interpolate(out, size=(H, W), mode='bilinear', align_corners=False)
@@ -340,6 +351,16 @@ class EfficientFormerV2Block(nn.Module):
         if self.token_mixer is not None:
             x = x + self.drop_path(self.ls1(self.token_mixer(x)))
         return x + self.drop_path(self.ls2(self.mlp(x)))
+
+    @torch.no_grad()
+    def fuse_for_export(self) -> None:
+        """Fold the layer scales into the BatchNorms that end both branches (eval mode)."""
+        for ls, bn in ((self.ls1, getattr(self.token_mixer, 'proj', None)), (self.ls2, self.mlp.fc2)):
+            if isinstance(ls, LayerScale2d) and bn is not None:
+                bn.bn.weight.mul_(ls.gamma)
+                bn.bn.bias.mul_(ls.gamma)
+        self.ls1 = nn.Identity() if self.ls1 is not None else None
+        self.ls2 = nn.Identity()
 
 
 class EfficientFormerV2Stage(nn.Module):

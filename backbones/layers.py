@@ -1,4 +1,6 @@
 """Small layers shared by both families."""
+from typing import Tuple
+
 import torch
 import torch.nn as nn
 
@@ -47,3 +49,28 @@ class Linear2d(nn.Linear):
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
         return conv.to(self.weight.device, self.weight.dtype)
+
+
+def batch_norm_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel ``(scale, shift)`` an eval-mode BatchNorm applies."""
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+@torch.no_grad()
+def fold_affine_into_pointwise(scale: torch.Tensor, shift: torch.Tensor, layer: nn.Module) -> None:
+    """Edit a 1x1 conv or :class:`Linear2d` in place so that ``layer(x)`` equals the old
+    ``layer(x * scale + shift)`` (per-channel scale and shift of its input)."""
+    weight = layer.weight
+    flat = weight.reshape(weight.shape[0], weight.shape[1])
+    extra = flat @ shift.to(weight)
+    if layer.bias is None:
+        layer.bias = nn.Parameter(extra)
+    else:
+        layer.bias.add_(extra)
+    weight.mul_(scale.to(weight).reshape(1, -1, *([1] * (weight.dim() - 2))))
