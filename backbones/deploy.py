@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .efficientformer_v2 import AttentionBias
-from .layers import LayerNorm2d, Linear2d
+from .layers import LayerNorm2d, Linear2d, Subsample
 
 
 class MatmulLayerNorm(nn.Module):
@@ -80,9 +80,10 @@ class ConvLayerNorm2d(nn.Module):
 
 
 def _replace_for_delegates(module: nn.Module) -> None:
-    """Swap in the export forms: 1x1 convs for :class:`Linear2d`, LayerNorms by products."""
+    """Swap in the export forms: 1x1 convs for :class:`Linear2d` and :class:`Subsample`,
+    LayerNorms by products."""
     for name, child in module.named_children():
-        if isinstance(child, Linear2d):
+        if isinstance(child, (Linear2d, Subsample)):
             setattr(module, name, child.to_conv())
         elif isinstance(child, LayerNorm2d):
             setattr(module, name, ConvLayerNorm2d(child))

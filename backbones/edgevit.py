@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, stage_drop_path_rates
-from .layers import DropPath, LayerNorm2d, Linear2d, batch_norm_affine, fold_affine_into_pointwise
+from .layers import DropPath, LayerNorm2d, Linear2d, Subsample, batch_norm_affine, fold_affine_into_pointwise
 
 
 class PatchEmbed(nn.Module):
@@ -135,6 +135,7 @@ class SparseAttention(nn.Module):
         self.proj = Linear2d(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
+            self.sample = Subsample(dim, sr_ratio)
             self.local_prop = PatchSpread(dim, sr_ratio)
             self.norm = LayerNorm2d(dim)
 
@@ -143,9 +144,7 @@ class SparseAttention(nn.Module):
         B, C, H, W = x.shape
         sr = self.sr_ratio
         if sr > 1:
-            # a 1x1 average pool with stride sr keeps every sr-th token; count_include_pad
-            # changes nothing without padding, and False is what mobile delegates accept
-            x = F.avg_pool2d(x, kernel_size=1, stride=sr, count_include_pad=False)
+            x = self.sample(x)  # every sr-th token
         h, w = x.shape[2], x.shape[3]
         n, heads, hd = h * w, self.num_heads, C // self.num_heads
         qkv = self.qkv(x)

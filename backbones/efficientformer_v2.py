@@ -35,7 +35,7 @@ from mmengine.logging import print_log
 from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, is_exporting, stage_drop_path_rates
-from .layers import DropPath
+from .layers import DropPath, Subsample
 
 BIAS_MODES = ('official', 'table')
 
@@ -255,12 +255,11 @@ class LocalGlobalQuery(nn.Module):
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.local = nn.Conv2d(in_dim, in_dim, 3, stride=2, padding=1, groups=in_dim)
+        self.pool = Subsample(in_dim, 2)
         self.proj = ConvNorm(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the official 1x1 average pool with stride 2 keeps every other cell (count_include_pad
-        # changes nothing without padding; False is what mobile delegates accept)
-        return self.proj(self.local(x) + F.avg_pool2d(x, kernel_size=1, stride=2, count_include_pad=False))
+        return self.proj(self.local(x) + self.pool(x))
 
 
 class Attention2dDownsample(nn.Module):

@@ -74,3 +74,28 @@ def fold_affine_into_pointwise(scale: torch.Tensor, shift: torch.Tensor, layer: 
     else:
         layer.bias.add_(extra)
     weight.mul_(scale.to(weight).reshape(1, -1, *([1] * (weight.dim() - 2))))
+
+
+class Subsample(nn.Module):
+    """Keep every ``stride``-th cell of an NCHW map: the official code's 1x1 average pool
+    with a stride. For export it becomes :meth:`to_conv`, because XNNPACK rejects quantised
+    1x1 average pools at run time."""
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # count_include_pad changes nothing without padding; False is what delegates accept
+        return nn.functional.avg_pool2d(x, kernel_size=1, stride=self.stride, count_include_pad=False)
+
+    def to_conv(self) -> nn.Conv2d:
+        """The equal depth-wise 1x1 strided conv with unit weights (exact in float)."""
+        conv = nn.Conv2d(self.channels, self.channels, 1, stride=self.stride, groups=self.channels, bias=False)
+        nn.init.ones_(conv.weight)
+        conv.weight.requires_grad_(False)
+        return conv
+
+    def extra_repr(self) -> str:
+        return f'channels={self.channels}, stride={self.stride}'
