@@ -2,9 +2,15 @@
 
 Every model, ours and the torchvision baselines, is exported the same way (ExecuTorch with
 XNNPACK fp32 and int8, and ONNX for onnxruntime) and timed the same way: warm-up runs, then
-repeated runs for a fixed time, reporting the median and 90th percentile, at 1 thread and at
-all cores. Ratios are to MobileNetV2 x1.0 of the same run, format and thread count, so they
-carry over between machines better than milliseconds do.
+runs for a fixed time per model, reporting the median and 90th percentile, at 1 thread and
+at all cores. The models of one format and thread count are timed interleaved (in rounds,
+a slice of each model's time per round), so a slow spell of a shared machine falls on all
+of them alike. Ratios are to MobileNetV2 x1.0 of the same run, format and thread count, so
+they carry over between machines better than milliseconds do.
+
+:func:`eager_comparison` times eager PyTorch forwards of our EfficientFormerV2 beside
+timm's implementation (the same architecture, and the official one's forward), interleaved
+the same way.
 """
 from __future__ import annotations
 
@@ -66,6 +72,30 @@ def time_callable(fn: Callable[[], object], seconds: float, warmup: int = 5) -> 
     return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], len(times)
 
 
+def time_interleaved(fns: Dict[str, Callable[[], object]], seconds: float, rounds: int = 10,
+                     warmup: int = 3) -> Dict[str, Tuple[float, float, int]]:
+    """Median, p90 (ms) and run count of each callable, timed in ``rounds`` interleaved
+    rounds of ``seconds / rounds`` each (at least one run per model and round)."""
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            while True:
+                t = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t) * 1e3)
+                if time.perf_counter() - start >= seconds / rounds:
+                    break
+    out = {}
+    for name, times in samples.items():
+        times.sort()
+        out[name] = (statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], len(times))
+    return out
+
+
 def executorch_runner(path: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
     from executorch.extension.pybindings import portable_lib
     portable_lib._unsafe_reset_threadpool(threads)
@@ -104,15 +134,64 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
     timings: List[Timing] = []
     for n_threads in threads:
         for fmt in formats:
-            for name in names:
-                run = RUNTIMES[fmt](paths[(name, fmt)], x, n_threads)
-                median, p90, runs = time_callable(run, seconds)
+            runners = {name: RUNTIMES[fmt](paths[(name, fmt)], x, n_threads) for name in names}
+            for name, (median, p90, runs) in time_interleaved(runners, seconds * len(names)).items():
                 timings.append(Timing(name, fmt, n_threads, median, p90, runs))
                 log(f'{name:<22} {fmt:<16} {n_threads} thread(s): median {median:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)')
     reference = {(t.fmt, t.threads): t.median_ms for t in timings if t.model == REFERENCE}
     for t in timings:
         t.ratio = t.median_ms / reference[(t.fmt, t.threads)]
     return timings
+
+
+@dataclass
+class EagerTiming:
+    model: str
+    batch: int
+    threads: int
+    ours_ms: float
+    timm_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_ms / self.timm_ms
+
+
+def eager_comparison(variants: Sequence[str] = ('s0', 's1', 's2', 'l'), batch: int = 8, size: int = 224,
+                     threads: Optional[int] = None, seconds: float = 2.0,
+                     log: Callable[[str], None] = print) -> List[EagerTiming]:
+    """Eager forward time (``torch.no_grad``, eval) of our EfficientFormerV2 backbone beside
+    timm's ``forward_features`` (stem and stages, plus its final BatchNorm), same weights."""
+    import timm
+    from .efficientformer_v2 import EfficientFormerV2
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    results = []
+    try:
+        for arch in variants:
+            reference = timm.create_model(f'efficientformerv2_{arch}', pretrained=False, img_size=size).eval()
+            ours = EfficientFormerV2(arch, resolution=size).eval()
+            ours.load_state_dict(reference.state_dict())
+            with torch.no_grad():
+                stats = time_interleaved({'ours': lambda: ours(x), 'timm': lambda: reference.forward_features(x)},
+                                         seconds * 2, rounds=6)
+            results.append(EagerTiming(f'efficientformerv2_{arch}', batch, torch.get_num_threads(),
+                                       stats['ours'][0], stats['timm'][0]))
+            r = results[-1]
+            log(f'eager {r.model:<22} batch {batch}: ours {r.ours_ms:7.1f} ms  timm {r.timm_ms:7.1f} ms  '
+                f'({r.ratio:.2f}x)')
+    finally:
+        torch.set_num_threads(previous)
+    return results
+
+
+def format_eager_table(timings: Sequence[EagerTiming], machine: str) -> str:
+    lines = [f'Eager PyTorch forward, eval, no_grad, measured on {machine}.', '',
+             '| model | batch | threads | ours ms | timm ms | ours / timm |', '|---|---|---|---|---|---|']
+    for t in timings:
+        lines.append(f'| {t.model} | {t.batch} | {t.threads} | {t.ours_ms:.1f} | {t.timm_ms:.1f} | {t.ratio:.2f} |')
+    return '\n'.join(lines)
 
 
 def top1(name: str) -> Optional[float]:

@@ -7,6 +7,9 @@ Markdown table, a JSON file and a plot of ImageNet top-1 against latency.
     python tools/benchmark.py                               # all seven backbones at 224
     python tools/benchmark.py efficientformerv2_s0 edgevit_xxs --formats executorch --seconds 5
     python tools/benchmark.py configs/segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py --size 512 512
+
+At 224 it also times eager PyTorch forwards of our EfficientFormerV2 beside timm's (batch 8,
+all cores; --no-eager skips it).
 """
 import argparse
 import json
@@ -20,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None) -> int:
-    from backbones.benchmark import BACKBONES, format_table, machine_description, plot, run_benchmark
+    from backbones.benchmark import (BACKBONES, eager_comparison, format_eager_table, format_table, machine_description,
+                                     plot, run_benchmark)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('models', nargs='*', help='backbone names or config files (default: the seven backbones)')
     parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
@@ -28,6 +32,7 @@ def main(argv=None) -> int:
                         choices=['executorch', 'executorch-int8', 'onnx'])
     parser.add_argument('--threads', type=int, nargs='+', default=[1, os.cpu_count() or 1])
     parser.add_argument('--seconds', type=float, default=3.0, help='timing window per model (default 3 s)')
+    parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
     machine = machine_description()
@@ -35,12 +40,17 @@ def main(argv=None) -> int:
                             sorted(set(args.threads)), args.seconds, args.out_dir,
                             log=lambda s: print(s, flush=True))
     table = format_table(timings, machine)
+    eager = []
+    if tuple(args.size) == (224, 224) and not args.no_eager:
+        eager = eager_comparison(seconds=args.seconds, log=lambda s: print(s, flush=True))
+        table += '\n\n' + format_eager_table(eager, machine)
     print('\n' + table)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, 'benchmark.md'), 'w') as f:
         f.write(table + '\n')
     with open(os.path.join(args.out_dir, 'benchmark.json'), 'w') as f:
-        json.dump(dict(machine=machine, size=args.size, timings=[asdict(t) for t in timings]), f, indent=2)
+        json.dump(dict(machine=machine, size=args.size, timings=[asdict(t) for t in timings],
+                       eager=[asdict(t) for t in eager]), f, indent=2)
     if tuple(args.size) == (224, 224):
         png = plot(timings, args.formats[0], 1, os.path.join(args.out_dir, 'top1_vs_latency.png'), machine)
         print(f'plot: {png}')
