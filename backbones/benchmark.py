@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .export import Target, build_target, export
+from .export import Target, build_target, export, export_path, target_name
 from .zoo import IMAGENET
 
 BACKBONES = ('edgevit_xxs', 'edgevit_xs', 'edgevit_s', 'efficientformerv2_s0', 'efficientformerv2_s1',
@@ -117,15 +117,24 @@ RUNTIMES = {'executorch': executorch_runner, 'executorch-int8': executorch_runne
 
 
 def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequence[str], threads: Sequence[int],
-                  seconds: float, out_dir: str, log: Callable[[str], None] = print) -> List[Timing]:
+                  seconds: float, out_dir: str, log: Callable[[str], None] = print,
+                  reuse: bool = False) -> List[Timing]:
     """Export and time ``models`` (backbone names, configs, or baseline names) plus the
-    baselines; returns the timings with ratios to MobileNetV2 x1.0."""
+    baselines; returns the timings with ratios to MobileNetV2 x1.0. With ``reuse``, exports
+    already under ``out_dir/models`` are timed again instead of being made anew."""
     names = list(dict.fromkeys(list(BASELINES) + list(models)))
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     paths: Dict[Tuple[str, str], str] = {}
     for name in names:
-        target = baseline_target(name, size) if name in BASELINES else build_target(name, size)
+        target = None
         for fmt in formats:
+            path = export_path(target_name(name), fmt, size, osp.join(out_dir, 'models'))
+            if reuse and osp.exists(path):
+                paths[(name, fmt)] = path
+                log(f'reusing {path}')
+                continue
+            if target is None:
+                target = baseline_target(name, size) if name in BASELINES else build_target(name, size)
             result = export(target, fmt, osp.join(out_dir, 'models'), example=x)
             paths[(name, fmt)] = result.path
             log(f'exported {name} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
@@ -135,8 +144,8 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
     for n_threads in threads:
         for fmt in formats:
             runners = {name: RUNTIMES[fmt](paths[(name, fmt)], x, n_threads) for name in names}
-            for name, (median, p90, runs) in time_interleaved(runners, seconds * len(names)).items():
-                timings.append(Timing(name, fmt, n_threads, median, p90, runs))
+            for name, (median, p90, runs) in time_interleaved(runners, seconds).items():
+                timings.append(Timing(target_name(name), fmt, n_threads, median, p90, runs))
                 log(f'{name:<22} {fmt:<16} {n_threads} thread(s): median {median:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)')
     reference = {(t.fmt, t.threads): t.median_ms for t in timings if t.model == REFERENCE}
     for t in timings:
@@ -232,6 +241,7 @@ def plot(timings: Sequence[Timing], fmt: str, threads: int, path: str, machine: 
     ax.set_ylabel('ImageNet top-1 (%)')
     ax.set_title(f'Accuracy vs measured latency at 224x224\n{machine}', fontsize=9)
     ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -8,10 +8,17 @@ fixed input size with equal outputs, in operators that mobile delegates accept:
 * LayerNorms compute their mean and variance by a product with a constant 1/C vector: a
   1x1 convolution for the channels of an NCHW map (:class:`~backbones.layers.LayerNorm2d`,
   so the map stays channels-last inside XNNPACK), a linear layer over a last dimension
-  (XNNPACK has no LayerNorm and averages 4-D tensors over space only).
+  (XNNPACK has no LayerNorm and averages 4-D tensors over space only);
+* :class:`~backbones.layers.Linear2d` becomes the equal ``nn.Conv2d`` (constant 4-D
+  weights) and :class:`~backbones.layers.Subsample` a unit depth-wise strided conv
+  (XNNPACK rejects quantised 1x1 average pools);
+* modules with a ``fuse_for_export()`` method fold what eval mode makes constant: EdgeViT's
+  BatchNorms and LayerNorm affines into the 1x1 convs after them, EfficientFormerV2's layer
+  scales into the BatchNorms before them.
 
-The models' own forwards already avoid what delegates refuse (broadcast 4-D matmuls,
-``unbind``, average pools counting padding), so nothing is patched in the exported graph.
+The models' own forwards already avoid what delegates refuse or run slowly (broadcast 4-D
+matmuls, ``unbind``, average pools counting padding, grouped deconvolutions, layout round
+trips between channels-first maps and tokens), so nothing is patched in the exported graph.
 """
 from __future__ import annotations
 

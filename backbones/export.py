@@ -128,7 +128,7 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu')
     model.eval()
-    name = osp.splitext(osp.basename(name_or_config))[0]
+    name = target_name(name_or_config)
     if scope == 'mmseg':
         module = SegmentorLogits(prepare_for_export(model, size))
         return Target(name, module.eval(), tuple(size), model, 'segmentor')
@@ -213,24 +213,37 @@ def compare(eager: Sequence[torch.Tensor], exported: Sequence[torch.Tensor]) -> 
     return abs_diff, rel_diff
 
 
+def _op_name(node) -> str:
+    target = str(node.target)
+    return target.split(':')[1].split('(')[0].strip(' >') if ':' in target else target
+
+
+def _counts(node) -> bool:
+    """An operator of the model (not bookkeeping: tuple access, the int8 model's
+    (de)quantisation at delegate edges, delegate calls)."""
+    target = str(node.target)
+    return node.op == 'call_function' and not any(
+        k in target for k in ('getitem', 'executorch_call_delegate', 'quantize_per', 'dequantize_per'))
+
+
 def _lower_executorch(exported, path: str) -> Tuple[float, Dict[str, int]]:
+    """Lower to XNNPACK and write the .pte; returns the share of operators delegated and
+    the operators left to ExecuTorch's portable kernels."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge, to_edge_transform_and_lower
-    ops = [n for n in to_edge(exported).exported_program().graph.nodes if n.op == 'call_function']
-    total = sum(1 for n in ops if 'getitem' not in str(n.target))
+    from executorch.exir import to_edge_transform_and_lower
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    graph_module = edge.exported_program().graph_module
+    delegated = 0
     left: Dict[str, int] = {}
-    for n in edge.exported_program().graph.nodes:
-        target = str(n.target)
-        if n.op != 'call_function' or 'executorch_call_delegate' in target or 'getitem' in target:
-            continue
-        if any(k in target for k in ('quantize_per', 'dequantize_per')):
-            continue  # the int8 model's input / output (de)quantisation at the delegate edge
-        name = target.split(':')[1].split('(')[0].strip(' >') if ':' in target else target
-        left[name] = left.get(name, 0) + 1
+    for node in graph_module.graph.nodes:
+        if node.op == 'get_attr' and node.name.startswith('lowered_module'):
+            lowered = getattr(graph_module, node.target)
+            delegated += sum(1 for n in lowered.original_module.graph.nodes if _counts(n))
+        elif _counts(node):
+            left[_op_name(node)] = left.get(_op_name(node), 0) + 1
     with open(path, 'wb') as f:
         f.write(edge.to_executorch().buffer)
-    return 1.0 - sum(left.values()) / max(total, 1), left
+    return delegated / max(delegated + sum(left.values()), 1), left
 
 
 def run_executorch(path: str, x: torch.Tensor) -> List[torch.Tensor]:
@@ -260,6 +273,20 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Sequenc
     return convert_pt2e(prepared)
 
 
+_SUFFIX = {'executorch': '.pte', 'executorch-int8': '_int8.pte', 'onnx': '.onnx', 'coreml': '.mlpackage',
+           'tflite': '.tflite'}
+
+
+def target_name(name_or_config: str) -> str:
+    """The name :func:`build_target` gives: a backbone name, or a config file's stem."""
+    return osp.splitext(osp.basename(name_or_config))[0] if name_or_config.endswith('.py') else name_or_config
+
+
+def export_path(name: str, fmt: str, size: Tuple[int, int], out_dir: str) -> str:
+    """Where :func:`export` writes ``name`` (a target name) in ``fmt`` at ``size``."""
+    return osp.join(out_dir, f'{name}_{size[0]}x{size[1]}{_SUFFIX[fmt]}')
+
+
 def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tensor] = None,
            calibration: Optional[Sequence[torch.Tensor]] = None) -> ExportResult:
     """Export ``target`` to ``fmt`` under ``out_dir`` and check it against eager PyTorch."""
@@ -273,9 +300,8 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     with torch.no_grad():
         eager = _flat(module(x))
     start = time.time()
-    base = osp.join(out_dir, f'{target.name}_{h}x{w}')
+    path = export_path(target.name, fmt, (h, w), out_dir)
     if fmt in ('executorch', 'executorch-int8'):
-        path = base + ('_int8' if fmt.endswith('int8') else '') + '.pte'
         if fmt == 'executorch-int8':
             calib = calibration or [torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(i)) for i in range(8)]
             graph = quantize_int8(module, x, calib)
@@ -289,14 +315,12 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
         result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start, delegated_fraction=fraction,
                               not_delegated=left)
     elif fmt == 'onnx':
-        path = base + '.onnx'
         torch.onnx.export(module, (x,), path, opset_version=18, dynamo=True, external_data=False,
                           input_names=['image'])
         outputs = run_onnx(path, x)
         result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start)
     elif fmt == 'coreml':
         import coremltools as ct
-        path = base + '.mlpackage'
         exported = torch.export.export(module, (x,)).run_decompositions({})
         mlmodel = ct.convert(exported, convert_to='mlprogram', minimum_deployment_target=ct.target.iOS17)
         mlmodel.save(path)
@@ -305,7 +329,6 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
                             note='converted; running a Core ML model needs macOS, so no parity check here')
     else:  # tflite
         import litert_torch
-        path = base + '.tflite'
         edge_model = litert_torch.convert(module, (x,))
         edge_model.export(path)
         outputs = _flat(edge_model(x))

@@ -21,3 +21,24 @@ def test_ratios_table_and_plot(tmp_path):
     assert top1('efficientformerv2_s0') == pytest.approx(75.7)
     png = plot(timings, 'executorch', 1, str(tmp_path / 'plot.png'), 'test machine')
     assert (tmp_path / 'plot.png').stat().st_size > 1000 and png.endswith('.png')
+
+
+def test_interleaved_timing_gives_every_model_its_share():
+    from backbones.benchmark import time_interleaved
+    calls = {'a': 0, 'b': 0}
+
+    def make(name):
+        def run():
+            calls[name] += 1
+        return run
+
+    stats = time_interleaved({'a': make('a'), 'b': make('b')}, seconds=0.04, rounds=4, warmup=2)
+    for name in ('a', 'b'):
+        median, p90, runs = stats[name]
+        assert runs >= 4 and calls[name] == runs + 2 and 0 <= median <= p90
+
+
+def test_eager_table():
+    from backbones.benchmark import EagerTiming, format_eager_table
+    table = format_eager_table([EagerTiming('efficientformerv2_s0', 8, 2, 90.0, 100.0)], 'test machine')
+    assert '| efficientformerv2_s0 | 8 | 2 | 90.0 | 100.0 | 0.90 |' in table

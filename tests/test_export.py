@@ -25,6 +25,19 @@ def test_backbone_exports_match_eager(name, fmt, tmp_path):
         assert result.delegated_fraction == 1.0 and not result.not_delegated, result.describe()
 
 
+def test_efficientformerv2_int8_runs_in_executorch(tmp_path):
+    """int8 (XNNPACK quantizer, static, per-channel): fully delegated, runs (XNNPACK used to
+    reject the quantised 1x1 average pool at run time), and XNNPACK's integer kernels agree
+    with PyTorch's simulation of the quantised graph to a few quantisation steps. (EdgeViT
+    int8 is exercised by tools/benchmark.py; each int8 export takes a minute or two.)"""
+    size = (64, 96)
+    calibration = [torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    result = export(build_target('efficientformerv2_s0', size), 'executorch-int8', str(tmp_path),
+                    example=calibration[0], calibration=calibration)
+    assert result.delegated_fraction == 1.0 and not result.not_delegated, result.describe()
+    assert result.max_rel_diff < 0.05, result.describe()
+
+
 @pytest.mark.parametrize('fmt', ['executorch', 'onnx'])
 def test_segmentor_exports_match_eager(fmt, tmp_path):
     config = ROOT / 'configs' / 'segmentation' / 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py'
@@ -108,3 +121,10 @@ def test_missing_extra_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'litert_torch' else real(name, *a))
     with pytest.raises(MissingExtra, match=r'edgeformers\[tflite\]'):
         require('tflite')
+
+
+def test_tflite_export_matches_eager(tmp_path):
+    """Runs where the [tflite] extra (litert-torch) is installed; CI's environment has not."""
+    pytest.importorskip('litert_torch', reason='the [tflite] extra is not installed')
+    result = export(build_target('efficientformerv2_s0', SIZE), 'tflite', str(tmp_path))
+    assert result.path.endswith('.tflite') and result.max_rel_diff < 1e-4, result.describe()

@@ -32,13 +32,15 @@ def main(argv=None) -> int:
                         choices=['executorch', 'executorch-int8', 'onnx'])
     parser.add_argument('--threads', type=int, nargs='+', default=[1, os.cpu_count() or 1])
     parser.add_argument('--seconds', type=float, default=3.0, help='timing window per model (default 3 s)')
+    parser.add_argument('--reuse', action='store_true',
+                        help='time the exports already under OUT_DIR/models again instead of exporting anew')
     parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
     machine = machine_description()
     timings = run_benchmark(args.models or BACKBONES, tuple(args.size), args.formats,
                             sorted(set(args.threads)), args.seconds, args.out_dir,
-                            log=lambda s: print(s, flush=True))
+                            log=lambda s: print(s, flush=True), reuse=args.reuse)
     table = format_table(timings, machine)
     eager = []
     if tuple(args.size) == (224, 224) and not args.no_eager:
