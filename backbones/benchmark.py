@@ -137,7 +137,7 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
                 target = baseline_target(name, size) if name in BASELINES else build_target(name, size)
             result = export(target, fmt, osp.join(out_dir, 'models'), example=x)
             paths[(name, fmt)] = result.path
-            log(f'exported {name} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
+            log(f'exported {target_name(name)} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
                 + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
                 + f'max rel diff {result.max_rel_diff:.1e}')
     timings: List[Timing] = []
@@ -236,7 +236,8 @@ def plot(timings: Sequence[Timing], fmt: str, threads: int, path: str, machine: 
         color, marker = style.get(family, ('k', 'x'))
         ax.scatter(t.median_ms, top1(t.model), c=color, marker=marker, s=40)
         ax.annotate(t.model.replace('efficientformerv2', 'EFv2').replace('edgevit', 'EdgeViT'),
-                    (t.median_ms, top1(t.model)), textcoords='offset points', xytext=(4, 3), fontsize=8)
+                    (t.median_ms, top1(t.model)), textcoords='offset points',
+                    xytext=(4, -10) if family == 'edgevit' else (4, 3), fontsize=8)
     ax.set_xlabel(f'latency, ms ({fmt}, {threads} thread{"s" if threads > 1 else ""}, median)')
     ax.set_ylabel('ImageNet top-1 (%)')
     ax.set_title(f'Accuracy vs measured latency at 224x224\n{machine}', fontsize=9)

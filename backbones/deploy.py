@@ -32,28 +32,27 @@ from .efficientformer_v2 import AttentionBias
 from .layers import LayerNorm2d, Linear2d, Subsample
 
 
-class MatmulLayerNorm(nn.Module):
-    """LayerNorm over the last dimension with its statistics from a matrix product.
+class _ProductLayerNorm(nn.Module):
+    """A LayerNorm whose mean and variance come from a product with a constant ``1/C``
+    weight (``self.reduce``); built from linear or conv / sub / mul / rsqrt, which XNNPACK,
+    Core ML and TFLite all delegate. ``shape`` is how the per-channel affine broadcasts."""
 
-    Equal to ``nn.LayerNorm`` up to float rounding; built from linear / sub / mul / rsqrt,
-    which XNNPACK, Core ML and TFLite all delegate.
-    """
-
-    def __init__(self, norm: nn.LayerNorm) -> None:
+    def __init__(self, norm: nn.LayerNorm, mean_shape: Tuple[int, ...], shape: Tuple[int, ...]) -> None:
         super().__init__()
         if len(norm.normalized_shape) != 1:
-            raise ValueError('MatmulLayerNorm normalises over the last dimension only')
+            raise ValueError(f'{type(self).__name__} normalises over one dimension only')
         dim = norm.normalized_shape[0]
         self.eps = norm.eps
-        self.register_buffer('mean_weight', torch.full((1, dim), 1.0 / dim), persistent=False)
-        self.weight = nn.Parameter(norm.weight.detach().clone()) if norm.weight is not None else None
-        self.bias = nn.Parameter(norm.bias.detach().clone()) if norm.bias is not None else None
+        self.register_buffer('mean_weight', torch.full(mean_shape, 1.0 / dim), persistent=False)
+        self.weight = nn.Parameter(norm.weight.detach().clone().view(shape)) if norm.weight is not None else None
+        self.bias = nn.Parameter(norm.bias.detach().clone().view(shape)) if norm.bias is not None else None
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = nn.functional.linear(x, self.mean_weight)
-        centred = x - mean
-        var = nn.functional.linear(centred * centred, self.mean_weight)
-        out = centred * torch.rsqrt(var + self.eps)
+        centred = x - self.reduce(x)
+        out = centred * torch.rsqrt(self.reduce(centred * centred) + self.eps)
         if self.weight is not None:
             out = out * self.weight
         if self.bias is not None:
@@ -61,29 +60,27 @@ class MatmulLayerNorm(nn.Module):
         return out
 
 
-class ConvLayerNorm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW map with its statistics from 1x1 convolutions
-    to one channel; equal to :class:`~backbones.layers.LayerNorm2d` up to float rounding."""
+class MatmulLayerNorm(_ProductLayerNorm):
+    """``nn.LayerNorm`` over the last dimension, statistics by a matrix product."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        dim = norm.normalized_shape[0]
+        super().__init__(norm, (1, dim), (dim,))
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.mean_weight)
+
+
+class ConvLayerNorm2d(_ProductLayerNorm):
+    """:class:`~backbones.layers.LayerNorm2d` (channels of an NCHW map), statistics by a 1x1
+    convolution to one channel, so the map stays channels-last inside XNNPACK."""
 
     def __init__(self, norm: LayerNorm2d) -> None:
-        super().__init__()
         dim = norm.normalized_shape[0]
-        self.eps = norm.eps
-        self.register_buffer('mean_weight', torch.full((1, dim, 1, 1), 1.0 / dim), persistent=False)
-        affine = norm.weight is not None
-        self.weight = nn.Parameter(norm.weight.detach().clone().view(1, dim, 1, 1)) if affine else None
-        self.bias = nn.Parameter(norm.bias.detach().clone().view(1, dim, 1, 1)) if norm.bias is not None else None
+        super().__init__(norm, (1, dim, 1, 1), (1, dim, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = nn.functional.conv2d(x, self.mean_weight)
-        centred = x - mean
-        var = nn.functional.conv2d(centred * centred, self.mean_weight)
-        out = centred * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            out = out * self.weight
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.mean_weight)
 
 
 def _replace_for_delegates(module: nn.Module) -> None:
