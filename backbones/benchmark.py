@@ -59,17 +59,9 @@ class Timing:
 
 
 def time_callable(fn: Callable[[], object], seconds: float, warmup: int = 5) -> Tuple[float, float, int]:
-    """Median and p90 latency (ms) of ``fn`` over ``seconds`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times: List[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 5:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], len(times)
+    """Median and p90 latency (ms) of ``fn`` over ``seconds`` after ``warmup`` calls (at least
+    five runs)."""
+    return time_interleaved({'fn': fn}, seconds, rounds=5, warmup=warmup)['fn']
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], seconds: float, rounds: int = 10,
@@ -127,8 +119,9 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
     paths: Dict[Tuple[str, str], str] = {}
     for name in names:
         target = None
+        label = target_name(name)
         for fmt in formats:
-            path = export_path(target_name(name), fmt, size, osp.join(out_dir, 'models'))
+            path = export_path(label, fmt, size, osp.join(out_dir, 'models'))
             if reuse and osp.exists(path):
                 paths[(name, fmt)] = path
                 log(f'reusing {path}')
@@ -137,7 +130,7 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
                 target = baseline_target(name, size) if name in BASELINES else build_target(name, size)
             result = export(target, fmt, osp.join(out_dir, 'models'), example=x)
             paths[(name, fmt)] = result.path
-            log(f'exported {target_name(name)} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
+            log(f'exported {label} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
                 + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
                 + f'max rel diff {result.max_rel_diff:.1e}')
     timings: List[Timing] = []
@@ -146,7 +139,7 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
             runners = {name: RUNTIMES[fmt](paths[(name, fmt)], x, n_threads) for name in names}
             for name, (median, p90, runs) in time_interleaved(runners, seconds).items():
                 timings.append(Timing(target_name(name), fmt, n_threads, median, p90, runs))
-                log(f'{name:<22} {fmt:<16} {n_threads} thread(s): median {median:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)')
+                log(f'{target_name(name):<22} {fmt:<16} {n_threads} thread(s): median {median:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)')
     reference = {(t.fmt, t.threads): t.median_ms for t in timings if t.model == REFERENCE}
     for t in timings:
         t.ratio = t.median_ms / reference[(t.fmt, t.threads)]

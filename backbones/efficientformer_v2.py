@@ -354,12 +354,15 @@ class EfficientFormerV2Block(nn.Module):
     @torch.no_grad()
     def fuse_for_export(self) -> None:
         """Fold the layer scales into the BatchNorms that end both branches (eval mode)."""
-        for ls, bn in ((self.ls1, getattr(self.token_mixer, 'proj', None)), (self.ls2, self.mlp.fc2)):
-            if isinstance(ls, LayerScale2d) and bn is not None:
-                bn.bn.weight.mul_(ls.gamma)
-                bn.bn.bias.mul_(ls.gamma)
-        self.ls1 = nn.Identity() if self.ls1 is not None else None
-        self.ls2 = nn.Identity()
+        branches = [('ls2', self.mlp.fc2)]
+        if self.token_mixer is not None:
+            branches.append(('ls1', self.token_mixer.proj))
+        for name, closing in branches:
+            scale = getattr(self, name)
+            if isinstance(scale, LayerScale2d):
+                closing.bn.weight.mul_(scale.gamma)
+                closing.bn.bias.mul_(scale.gamma)
+                setattr(self, name, nn.Identity())
 
 
 class EfficientFormerV2Stage(nn.Module):

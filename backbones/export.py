@@ -24,7 +24,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -100,7 +100,6 @@ class Target:
     size: Tuple[int, int]
     full_model: Optional[nn.Module] = None  # the mmdet / mmseg model (host-side steps)
     kind: str = 'backbone'                 # backbone | segmentor | retinanet | two-stage
-    meta: Dict[str, Any] = field(default_factory=dict)
 
 
 def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None) -> Target:
@@ -297,20 +296,16 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     h, w = target.size
     x = example if example is not None else torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     module = target.module.eval()
-    with torch.no_grad():
-        eager = _flat(module(x))
     start = time.time()
     path = export_path(target.name, fmt, (h, w), out_dir)
+    if fmt == 'executorch-int8':
+        calib = calibration or [torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+        module = quantize_int8(module, x, calib)  # the parity check compares with the quantised model
+    if fmt != 'coreml':
+        with torch.no_grad():
+            eager = _flat(module(x))
     if fmt in ('executorch', 'executorch-int8'):
-        if fmt == 'executorch-int8':
-            calib = calibration or [torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(i)) for i in range(8)]
-            graph = quantize_int8(module, x, calib)
-            exported = torch.export.export(graph, (x,))
-            with torch.no_grad():
-                eager = _flat(graph(x))  # compare with the quantised model in PyTorch
-        else:
-            exported = torch.export.export(module, (x,))
-        fraction, left = _lower_executorch(exported, path)
+        fraction, left = _lower_executorch(torch.export.export(module, (x,)), path)
         outputs = run_executorch(path, x)
         result = ExportResult(fmt, path, os.path.getsize(path), time.time() - start, delegated_fraction=fraction,
                               not_delegated=left)

@@ -23,8 +23,6 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-
-
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (parameters and state dict as
     ``nn.LayerNorm(channels)``), so a network can stay channels-first throughout."""
