@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .engine import load_config
+from .export import image_meta
 
 #: the papers' input sizes (H, W)
 PAPER_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 512)}
@@ -60,9 +61,7 @@ class _TensorForward(torch.nn.Module):
         self.model, self.scope, self.shape = model, scope, shape
 
     def forward(self, x):
-        h, w = self.shape
-        meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                    scale_factor=(1.0, 1.0))
+        meta = image_meta(self.shape)
         if self.scope == 'mmseg':
             from mmseg.structures import SegDataSample
             sample = SegDataSample(metainfo=meta)
