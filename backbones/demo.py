@@ -48,11 +48,24 @@ def _short_schedule(cfg: Config, iters: int, lr: float, warmup: int) -> None:
     cfg.randomness = dict(seed=0)
 
 
-def _loader(cfg: Config, key: str, batch_size: int) -> None:
-    loader = cfg[key]
-    loader.batch_size = batch_size
-    loader.num_workers = 1
-    loader.persistent_workers = True
+def _use_dataset(cfg: Config, data_root: str, train_pipeline: list, test_pipeline: list, batch_size: int) -> None:
+    """Point the train / val / test loaders at ``data_root`` with these pipelines."""
+    for key, pipeline, batch in (('train_dataloader', train_pipeline, batch_size),
+                                 ('val_dataloader', test_pipeline, 1), ('test_dataloader', test_pipeline, 1)):
+        loader = cfg[key]
+        loader.update(batch_size=batch, num_workers=1, persistent_workers=True)
+        loader.dataset.update(data_root=data_root, pipeline=pipeline)
+
+
+def _finish(cfg: Config, size: int, iters: int, lr: float, warmup: int, work_dir: Optional[str]) -> Config:
+    """From-scratch backbone settings, the short schedule, the work dir and this machine."""
+    backbone = cfg.model.backbone
+    backbone.norm_eval = False  # from scratch: the BatchNorm statistics must be learned
+    if backbone.type == 'EfficientFormerV2':
+        backbone.resolution = size  # bias tables for the size trained at
+    _short_schedule(cfg, iters, lr, warmup)
+    cfg.work_dir = work_dir or cfg.get('work_dir')
+    return adapt_to_machine(cfg)
 
 
 def detection_config(config: str, data_root: str, size: int, iters: int, batch_size: int = 4,
@@ -71,22 +84,12 @@ def detection_config(config: str, data_root: str, size: int, iters: int, batch_s
         dict(type='Resize', scale=(size, size), keep_ratio=True),
         dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-    _loader(cfg, 'train_dataloader', batch_size)
-    cfg.train_dataloader.dataset.update(data_root=data_root, pipeline=train_pipeline)
-    for key in ('val_dataloader', 'test_dataloader'):
-        _loader(cfg, key, 1)
-        cfg[key].dataset.update(data_root=data_root, pipeline=test_pipeline)
+    _use_dataset(cfg, data_root, train_pipeline, test_pipeline, batch_size)
     for key in ('val_evaluator', 'test_evaluator'):
         cfg[key].ann_file = data_root + 'annotations/instances_val2017.json'
-    backbone = cfg.model.backbone
-    backbone.norm_eval = False  # from scratch: the BatchNorm statistics must be learned
-    if backbone.type == 'EfficientFormerV2':
-        backbone.resolution = size  # bias tables for the size trained at
     if 'roi_head' in cfg.model:
         cfg.model.train_cfg.rcnn.sampler.num = 32  # fewer sampled RoIs: the mask head dominates on CPU
-    _short_schedule(cfg, iters, lr, warmup=50)
-    cfg.work_dir = work_dir or cfg.get('work_dir')
-    return adapt_to_machine(cfg)
+    return _finish(cfg, size, iters, lr, 50, work_dir)
 
 
 def segmentation_config(config: str, data_root: str, size: int, iters: int, batch_size: int = 4,
@@ -107,20 +110,10 @@ def segmentation_config(config: str, data_root: str, size: int, iters: int, batc
         dict(type='Resize', scale=(4 * size, size), keep_ratio=True),
         dict(type='LoadAnnotations', reduce_zero_label=True),
         dict(type='PackSegInputs')]
-    _loader(cfg, 'train_dataloader', batch_size)
-    cfg.train_dataloader.dataset.update(data_root=data_root, pipeline=train_pipeline)
-    for key in ('val_dataloader', 'test_dataloader'):
-        _loader(cfg, key, 1)
-        cfg[key].dataset.update(data_root=data_root, pipeline=test_pipeline)
+    _use_dataset(cfg, data_root, train_pipeline, test_pipeline, batch_size)
     cfg.model.data_preprocessor.size = crop
     cfg.data_preprocessor = cfg.model.data_preprocessor
-    backbone = cfg.model.backbone
-    backbone.norm_eval = False
-    if backbone.type == 'EfficientFormerV2':
-        backbone.resolution = size
-    _short_schedule(cfg, iters, lr, warmup=30)
-    cfg.work_dir = work_dir or cfg.get('work_dir')
-    return adapt_to_machine(cfg)
+    return _finish(cfg, size, iters, lr, 30, work_dir)
 
 
 def _train_and_test(cfg: Config, name: str) -> Dict[str, Any]:
