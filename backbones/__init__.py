@@ -7,6 +7,7 @@ mmsegmentation's ``MODELS`` registries, so a config only needs
 from .edgevit import EdgeViT
 from .efficientformer_v2 import EfficientFormerV2
 from .compat import patch_checkpoint_loading
+from . import resume as _resume  # noqa: F401  (registers RandomStateHook)
 from .registry import register_all
 
 __all__ = ['EdgeViT', 'EfficientFormerV2', 'BACKBONES']

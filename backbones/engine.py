@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import sys
 from typing import Any, Dict, Optional
 
 import torch
@@ -17,6 +18,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from .compat import patch_checkpoint_loading
+from .resume import add_random_state_hook, resume_seed
 
 
 def load_config(config: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
@@ -91,12 +93,26 @@ def prepare_train_config(config: str, work_dir: Optional[str] = None,
     if resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
+        if not _has_checkpoint(cfg.work_dir):
+            _console(f'--resume: no checkpoint found in {cfg.work_dir}; training from scratch')
+            cfg.resume = False
     elif resume is not None:
         if not osp.isfile(resume):
             raise FileNotFoundError(f'--resume {resume}: no such checkpoint')
         cfg.resume = True
         cfg.load_from = resume
     return adapt_to_machine(cfg)
+
+
+def _has_checkpoint(work_dir: str) -> bool:
+    from mmengine.runner import find_latest_checkpoint
+    return osp.isdir(work_dir) and find_latest_checkpoint(work_dir) is not None
+
+
+def _console(message: str) -> None:
+    """A plain line on stderr (rank 0 only), before the Runner's logger exists."""
+    if os.environ.get('RANK', '0') == '0':
+        print(message, file=sys.stderr, flush=True)
 
 
 def _init_cpu_process_group(cfg: Config) -> None:
@@ -116,6 +132,8 @@ def build_runner(cfg: Config):
     """The mmengine Runner for ``cfg`` (registries of the config's default scope)."""
     patch_checkpoint_loading()
     _init_cpu_process_group(cfg)
+    add_random_state_hook(cfg)  # exact resume (backbones.resume)
+    resume_seed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     if 'runner_type' in cfg:
