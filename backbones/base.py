@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
+import numbers
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -103,10 +105,17 @@ class MultiScaleBackbone(BaseModule):
         num_stages = len(self.stages)
         self.num_stages = num_stages
         indices = self._raw_out_indices
+        name = type(self).__name__
         if isinstance(indices, int):
             indices = [indices]
+        indices = tuple(indices)
+        if not indices:
+            raise ValueError(f'{name}: out_indices is empty, so the backbone would return nothing; give the '
+                             f'stages to return, e.g. out_indices={tuple(range(num_stages))}')
         out = []
         for i in indices:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                raise ValueError(f'{name}: out_indices must be stage numbers (ints), got {indices}')
             j = i + num_stages if i < 0 else i
             if not 0 <= j < num_stages:
                 raise ValueError(f'{type(self).__name__}: out_indices {tuple(self._raw_out_indices)} '
@@ -114,10 +123,17 @@ class MultiScaleBackbone(BaseModule):
             out.append(j)
         if len(set(out)) != len(out):
             raise ValueError(f'{type(self).__name__}: out_indices has duplicates: {tuple(out)}')
+        if list(out) != sorted(out):
+            # the features come shallow to deep, as mmdet / mmseg necks expect
+            raise ValueError(f'{name}: out_indices {indices} are not in ascending order; the outputs and '
+                             f'out_channels come from shallow to deep, as the necks expect. Write '
+                             f'out_indices={tuple(sorted(out))}')
         self.out_indices = tuple(out)
-        if not -1 <= self.frozen_stages <= num_stages:
-            raise ValueError(f'{type(self).__name__}: frozen_stages must be in [-1, {num_stages}], '
-                             f'got {self.frozen_stages}')
+        frozen = self.frozen_stages
+        if isinstance(frozen, bool) or not isinstance(frozen, numbers.Integral) or not -1 <= frozen <= num_stages:
+            raise ValueError(f'{name}: frozen_stages must be an integer in [-1, {num_stages}] (-1 freezes '
+                             f'nothing, k freezes the stem and the first k stages), got {frozen!r}')
+        self.frozen_stages = int(frozen)
         self._freeze_stages()
 
     @property
@@ -237,6 +253,9 @@ def stage_drop_path_rates(depths: Sequence[int], rate: float, denominator: Optio
 
     ``denominator`` defaults to ``sum(depths) - 1`` (``torch.linspace(0, rate, n)``).
     """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1 or math.isnan(rate):
+        raise ValueError(f'drop_path_rate must be a number in [0, 1) (the chance that the last block is '
+                         f'skipped while training; 0 turns stochastic depth off, 0.1-0.3 is usual), got {rate!r}')
     total = sum(depths)
     denom = denominator if denominator is not None else max(total - 1, 1)
     rates = [rate * i / denom for i in range(total)]

@@ -269,6 +269,11 @@ class EdgeViT(MultiScaleBackbone):
         self.arch = self.resolve_arch(arch)
         self.arch_name = arch.lower() if isinstance(arch, str) else 'custom'
         depths, widths = self.arch['depths'], self.arch['widths']
+        head_dim = self.arch['head_dim']
+        if not isinstance(head_dim, int) or head_dim < 1 or any(w < head_dim for w in widths):
+            raise ValueError(f'EdgeViT: arch widths {tuple(widths)} with head_dim={head_dim!r} leave a stage with '
+                             'no attention head (heads = width // head_dim); make every width a multiple of '
+                             'head_dim (e.g. widths (36, 72, 144, 288) with head_dim 36), or lower head_dim')
         self.stage_channels = tuple(widths)
         dprs = stage_drop_path_rates(depths, drop_path_rate)
         self.stem = nn.Identity()  # stage 0's patch embedding is the stem

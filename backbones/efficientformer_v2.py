@@ -190,7 +190,7 @@ def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
     channels-last delegates transpose it twice (XNNPACK: 4x slower)."""
     B, heads, n_q, n_k = attn.shape
     weight = conv.weight.reshape(1, heads, heads)
-    if B > 1:
+    if B != 1:  # also an empty batch
         weight = weight.expand(B, heads, heads)
     out = torch.bmm(weight, attn.reshape(B, heads, n_q * n_k)) + conv.bias.reshape(1, heads, 1)
     return out.reshape(B, heads, n_q, n_k)
