@@ -102,10 +102,25 @@ class Target:
     kind: str = 'backbone'                 # backbone | segmentor | retinanet | two-stage
 
 
+#: the smallest side an export takes: both families downsample by 32
+MIN_SIDE = 32
+
+
+def check_size(size: Sequence[int]) -> None:
+    """Raise a ValueError naming the problem when ``size`` (H, W) cannot be exported."""
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) for s in size):
+        raise ValueError(f'export size must be two integers (H, W), got {tuple(size)}')
+    if min(size) < MIN_SIDE:
+        raise ValueError(f'export size {size[0]}x{size[1]} is too small: the backbones downsample by {MIN_SIDE}, so '
+                         f'each side needs at least {MIN_SIDE} pixels; export at the size the model will run at, '
+                         f'e.g. --size 224 224')
+
+
 def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None) -> Target:
     """A backbone by name (``edgevit_xxs`` ... ``efficientformerv2_l``, see
     :data:`backbones.detectors.BACKBONE_CFGS`) or a detection / segmentation config file."""
     from .detectors import BACKBONE_CFGS
+    check_size(size)
     if name_or_config in BACKBONE_CFGS:
         from . import BACKBONES
         cfg = dict(BACKBONE_CFGS[name_or_config])

@@ -17,10 +17,16 @@ import argparse
 import glob
 import os
 import sys
+import tempfile
 import warnings
 
 warnings.filterwarnings('ignore')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Known here without importing torch, so that --help and argument errors answer at once;
+# tests/test_faults.py checks they match backbones.export.FORMATS / MIN_SIDE.
+FORMATS = ('executorch', 'executorch-int8', 'onnx', 'coreml', 'tflite')
+MIN_SIDE = 32
 
 
 def _calibration(folder, size, count=16):
@@ -38,8 +44,27 @@ def _calibration(folder, size, count=16):
     return out
 
 
-def main(argv=None) -> int:
-    from backbones.export import FORMATS, MissingExtra, build_target, export
+def writable_dir(path: str) -> str:
+    """Create ``path`` if needed; None if it can be written, else why not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        return _why_not(path, err)
+    return None
+
+
+def _why_not(path: str, err: OSError) -> str:
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f'{existing} is a file, not a folder'
+    return f'{err.strerror}: {err.filename}' if err.strerror and err.filename else str(err)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help='a backbone name (edgevit_xxs ... efficientformerv2_l) or a config file')
     parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
@@ -50,6 +75,25 @@ def main(argv=None) -> int:
     parser.add_argument('--calib', help='folder of images for int8 calibration')
     parser.add_argument('--out-dir', default='work_dirs/export', help='default: work_dirs/export')
     args = parser.parse_args(argv)
+    if min(args.size) < 1:
+        parser.error(f'--size {args.size[0]} {args.size[1]}: height and width must be positive, e.g. --size 224 224')
+    if min(args.size) < MIN_SIDE:
+        parser.error(f'--size {args.size[0]} {args.size[1]}: the backbones downsample by {MIN_SIDE}, so each side needs '
+                     f'at least {MIN_SIDE} pixels; export at the size the model will run at, e.g. --size 224 224')
+    if args.checkpoint and '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
+        parser.error(f'--checkpoint {args.checkpoint}: no such file')
+    if args.calib and not os.path.isdir(args.calib):
+        parser.error(f'--calib {args.calib}: no such folder of images')
+    problem = writable_dir(args.out_dir)
+    if problem:
+        parser.error(f'--out-dir {args.out_dir}: cannot write there ({problem}); choose a folder you can write, '
+                     'e.g. --out-dir work_dirs/export')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from backbones.export import MissingExtra, build_target, export  # heavy: torch, mmdet, the export stacks
     target = build_target(args.model, tuple(args.size), args.checkpoint)
     calibration = _calibration(args.calib, args.size) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
