@@ -27,6 +27,46 @@ DEFAULT_DET_CONFIG = osp.join(ROOT, 'configs', 'detection', 'mask-rcnn_efficient
 DEFAULT_SEG_CONFIG = osp.join(ROOT, 'configs', 'segmentation', 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py')
 
 
+TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+
+
+def config_task(config: str) -> str:
+    """'detection' or 'segmentation': the toolbox a config is written for (its default_scope)."""
+    scope = load_config(config).get('default_scope')
+    if scope not in TASKS:
+        raise ValueError(f'{config}: default_scope is {scope!r}, neither mmdet (detection) nor mmseg '
+                         '(segmentation); use a config from configs/detection/ or configs/segmentation/')
+    return TASKS[scope]
+
+
+def check_config_task(config: str, task: str, flag: str) -> None:
+    """Raise a ValueError when ``config`` is not a ``task`` config, naming the option it belongs to."""
+    found = config_task(config)
+    if found != task:
+        other = '--seg-config' if flag == '--det-config' else '--det-config'
+        raise ValueError(f'{flag} {config} is a {found} config (for {other}); give {flag} a config from '
+                         f'configs/{task}/')
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """Create ``path`` if needed and check it can be written; else a clear error naming it."""
+    import tempfile
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        existing = osp.abspath(path)
+        while not osp.exists(existing) and osp.dirname(existing) != existing:
+            existing = osp.dirname(existing)
+        if not osp.isdir(existing):
+            where = f'{existing} is a file, not a folder'
+        else:
+            where = f'{err.strerror}: {err.filename}' if err.strerror and err.filename else str(err)
+        raise OSError(err.errno, f'{flag} {path}: cannot write there ({where}); choose a folder you can '
+                                 'write') from None
+
+
 def _short_schedule(cfg: Config, iters: int, lr: float, warmup: int) -> None:
     """Iteration-based training of ``iters`` steps: linear warm-up, cosine decay, evaluation
     and a checkpoint at the end."""
@@ -186,8 +226,13 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
              seg_iters: int = 150, batch_size: int = 4, det_lr: float = 1e-3, seg_lr: float = 1e-3,
              num_vis: int = 4, seed: int = 0) -> Dict[str, Any]:
     """Run the whole job; returns the results (also written to ``work_dir/results.json``)."""
-    os.makedirs(work_dir, exist_ok=True)
+    if det_config:
+        check_config_task(det_config, 'detection', '--det-config')
+    if seg_config:
+        check_config_task(seg_config, 'segmentation', '--seg-config')
+    check_writable_dir(work_dir, '--work-dir')
     data_root = data_root or osp.join(work_dir, 'data')
+    check_writable_dir(osp.dirname(osp.abspath(data_root)), '--data-root')
     start = time.time()
     print_log(f'[demo] generating the built-in dataset in {data_root} ({num_train} train / {num_val} val '
               f'images, {size}x{size}, seed {seed})', logger='current')

@@ -14,7 +14,8 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.demo import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, format_results, run_demo  # noqa: E402
+from backbones.demo import (DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, check_config_task,  # noqa: E402
+                            check_writable_dir, format_results, run_demo)
 
 
 def main(argv=None) -> int:
@@ -31,13 +32,15 @@ def main(argv=None) -> int:
     parser.add_argument('--det-iters', type=int, default=120, help='detector training iterations (default: 120)')
     parser.add_argument('--seg-iters', type=int, default=150, help='segmentor training iterations (default: 150)')
     parser.add_argument('--batch-size', type=int, default=4, help='images per iteration (default: 4)')
-    parser.add_argument('--seed', type=int, default=0, help='dataset seed (default: 0)')
+    parser.add_argument('--seed', type=int, default=0, help='dataset seed, >= 0 (default: 0)')
     args = parser.parse_args(argv)
     for name in ('num_train', 'num_val', 'det_iters', 'seg_iters', 'batch_size'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
     if args.size < 64:
         parser.error('--size must be at least 64 pixels')
+    if args.seed < 0:
+        parser.error(f'--seed {args.seed}: the dataset seed must be 0 or more')
     configs = {}
     for key in ('det_config', 'seg_config'):
         value = getattr(args, key)
@@ -45,7 +48,19 @@ def main(argv=None) -> int:
             value = None
         elif value and not os.path.isfile(value):
             parser.error(f'--{key.replace("_", "-")} {value}: no such config file')
+        elif value:
+            try:
+                check_config_task(value, 'detection' if key == 'det_config' else 'segmentation',
+                                  f'--{key.replace("_", "-")}')
+            except ValueError as err:
+                parser.error(str(err))
         configs[key] = value
+    for flag, path in (('--work-dir', args.work_dir), ('--data-root', args.data_root)):
+        try:
+            if path:
+                check_writable_dir(path, flag)
+        except OSError as err:
+            parser.error(err.strerror or str(err))
     results = run_demo(work_dir=args.work_dir, data_root=args.data_root, num_train=args.num_train,
                        num_val=args.num_val, size=args.size, det_iters=args.det_iters,
                        seg_iters=args.seg_iters, batch_size=args.batch_size, seed=args.seed, **configs)
