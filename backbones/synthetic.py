@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -154,23 +156,101 @@ def _rle(mask: np.ndarray) -> dict:
     return rle
 
 
+#: the folders a data root holds, each marked as written by :func:`make_dataset`
+DATASET_DIRS = ('coco', 'ade')
+MARKER = '.edgeformers-synthetic'
+RECORD = 'dataset.json'
+
+
+def _check_request(num_train, num_val, size, seed, max_objects) -> None:
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f'make_dataset: seed must be an integer >= 0, got {seed!r}')
+    if not is_int(num_train) or num_train < 1 or not is_int(num_val) or num_val < 0:
+        raise ValueError(f'make_dataset: num_train must be >= 1 and num_val >= 0, got {num_train!r} and {num_val!r}')
+    if len(size) != 2 or not all(is_int(v) and v >= 32 for v in size):
+        raise ValueError(f'make_dataset: size must be (height, width), each at least 32 pixels, got {tuple(size)}')
+    if not is_int(max_objects) or max_objects < 2:
+        raise ValueError(f'make_dataset: max_objects must be at least 2, got {max_objects!r}')
+
+
+def _owned(root: str, has_record: bool) -> Dict[str, bool]:
+    """For each dataset folder present under ``root``: whether make_dataset wrote it."""
+    found = {}
+    for name in DATASET_DIRS:
+        path = os.path.join(root, name)
+        if os.path.lexists(path):
+            found[name] = os.path.isdir(path) and not os.path.islink(path) and (
+                has_record or os.path.isfile(os.path.join(path, MARKER)))
+    return found
+
+
 def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple[int, int] = (256, 256),
                  seed: int = 0, max_objects: int = 6, overwrite: bool = False) -> Dict[str, str]:
     """Write the dataset under ``root``; returns the COCO and ADE20K ``data_root`` paths.
 
-    Deterministic: the same arguments give the same files. An existing dataset made with
-    the same arguments is reused unless ``overwrite``.
+    Deterministic: the same arguments give the same files. A data root holds one dataset,
+    recorded with its parameters in ``root/dataset.json``: the same request reuses it (unless
+    ``overwrite``), another one rebuilds it. The new dataset is written to a temporary
+    folder inside ``root`` and renamed into place; the record is written last, so an
+    interrupted generation is never taken for a complete one. Only the folders the dataset
+    writes (``coco/``, ``ade/``) are replaced; other files in ``root`` are left alone, and a
+    ``coco/`` or ``ade/`` folder that make_dataset did not write is refused.
     """
-    height, width = size
+    _check_request(num_train, num_val, size, seed, max_objects)
+    height, width = int(size[0]), int(size[1])
     coco_root = os.path.join(root, 'coco')
     ade_root = os.path.join(root, 'ade', 'ADEChallengeData2016')
-    stamp_path = os.path.join(root, 'dataset.json')
-    stamp = dict(num_train=num_train, num_val=num_val, size=[height, width], seed=seed,
-                 max_objects=max_objects, version=2)
-    if not overwrite and os.path.isfile(stamp_path):
-        with open(stamp_path) as f:
-            if json.load(f) == stamp:
-                return dict(coco=coco_root, ade=ade_root)
+    record_path = os.path.join(root, RECORD)
+    stamp = dict(num_train=int(num_train), num_val=int(num_val), size=[height, width], seed=int(seed),
+                 max_objects=int(max_objects), version=2)
+    record = None
+    if os.path.isfile(record_path):
+        try:
+            with open(record_path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            record = None
+    if not overwrite and record == stamp and all(_owned(root, True).get(n) for n in DATASET_DIRS):
+        return dict(coco=coco_root, ade=ade_root)
+    owned = _owned(root, isinstance(record, dict) and record.get('version') is not None)
+    foreign = [os.path.join(root, n) for n, mine in owned.items() if not mine]
+    if foreign:
+        raise FileExistsError(f'make_dataset: {", ".join(foreign)} exists and was not written by make_dataset; '
+                              'the built-in dataset will not replace it. Choose an empty folder (or one made by '
+                              'make_dataset) as the data root.')
+    os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):  # what an interrupted generation left
+        if name.startswith('.make_dataset-') and os.path.isdir(os.path.join(root, name)):
+            shutil.rmtree(os.path.join(root, name))
+    tmp = tempfile.mkdtemp(prefix='.make_dataset-', dir=root)
+    try:
+        _write_dataset(os.path.join(tmp, 'coco'), os.path.join(tmp, 'ade', 'ADEChallengeData2016'), num_train,
+                       num_val, height, width, seed, max_objects)
+        for name in DATASET_DIRS:
+            with open(os.path.join(tmp, name, MARKER), 'w') as f:
+                f.write('written by backbones.synthetic.make_dataset; see ../dataset.json\n')
+        # the old dataset's folders keep their ownership without the record...
+        for name in owned:
+            open(os.path.join(root, name, MARKER), 'a').close()
+        # ...which goes first, so a half-swapped root is never taken for a complete dataset
+        if os.path.lexists(record_path):
+            os.remove(record_path)
+        for name in DATASET_DIRS:
+            if name in owned:
+                shutil.rmtree(os.path.join(root, name))
+            os.replace(os.path.join(tmp, name), os.path.join(root, name))
+        with open(record_path + '.tmp', 'w') as f:
+            json.dump(stamp, f)
+        os.replace(record_path + '.tmp', record_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dict(coco=coco_root, ade=ade_root)
+
+
+def _write_dataset(coco_root: str, ade_root: str, num_train: int, num_val: int, height: int, width: int,
+                   seed: int, max_objects: int) -> None:
     ade_ids = [_ade_index(BACKGROUND[0]), _ade_index(BACKGROUND[1])] + [_ade_index(CLASSES[s][2]) for s in SHAPES]
     # All 80 COCO categories, so that mmdet's label indices are COCO's own (a dataset listing only
     # its five would have them renumbered 0..4) and a model trained here speaks COCO's labels.
@@ -206,9 +286,6 @@ def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple
         with open(os.path.join(coco_root, 'annotations', f'instances_{split.name}2017.json'), 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories,
                            info=dict(description='edgeformers synthetic shapes', seed=seed)), f)
-    with open(stamp_path, 'w') as f:
-        json.dump(stamp, f)
-    return dict(coco=coco_root, ade=ade_root)
 
 
 def class_names() -> Dict[str, List[str]]:
