@@ -126,3 +126,37 @@ def test_resume_with_nothing_to_resume_says_so(data_roots, tmp_path, capsys):
     (tmp_path / 'empty' / 'last_checkpoint').write_text(str(tmp_path / 'empty' / 'iter_1.pth'))
     assert prepare_train_config(str(config), work_dir=str(tmp_path / 'empty'), resume='auto').resume
     assert 'no checkpoint' not in capsys.readouterr().err
+
+
+def test_validation_leaves_the_training_random_streams_alone():
+    from backbones.resume import RandomStateHook
+    hook = RandomStateHook()
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = (torch.rand(2), np.random.rand(2), random.random())
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    hook.before_val(None)
+    torch.rand(5), np.random.rand(5), random.random()  # what a validation draws
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)  # a save_best checkpoint during validation
+    hook.after_val(None)
+    assert (torch.equal(torch.rand(2), expected[0]) and np.array_equal(np.random.rand(2), expected[1])
+            and random.random() == expected[2])
+    torch.manual_seed(3)
+    assert torch.equal(torch.get_rng_state(), checkpoint[CHECKPOINT_KEY]['torch'])
+
+
+def test_load_from_restores_no_random_states():
+    """after_load_checkpoint runs for ``load_from`` (fine-tuning) too: nothing is restored then."""
+    from types import SimpleNamespace
+
+    from backbones.resume import RandomStateHook
+    torch.manual_seed(5)
+    saved = get_rng_state()
+    torch.manual_seed(6)
+    expected = torch.rand(3)
+    torch.manual_seed(6)
+    hook = RandomStateHook()
+    runner = SimpleNamespace(_resume=False, train_loop=SimpleNamespace(iter=0, epoch=0))
+    hook.after_load_checkpoint(runner, {CHECKPOINT_KEY: saved, 'meta': dict(iter=4, epoch=0)})
+    hook.before_train(runner)  # the loop starts at 0, the checkpoint was saved at 4: a load_from
+    assert torch.equal(torch.rand(3), expected)

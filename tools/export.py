@@ -78,8 +78,8 @@ def parse_args(argv=None):
     if min(args.size) < 1:
         parser.error(f'--size {args.size[0]} {args.size[1]}: height and width must be positive, e.g. --size 224 224')
     if min(args.size) < MIN_SIDE:
-        parser.error(f'--size {args.size[0]} {args.size[1]}: the backbones downsample by {MIN_SIDE}, so each side needs '
-                     f'at least {MIN_SIDE} pixels; export at the size the model will run at, e.g. --size 224 224')
+        parser.error(f'--size {args.size[0]} {args.size[1]}: the backbones downsample by {MIN_SIDE}, so each side '
+                     f'needs at least {MIN_SIDE} pixels; export at the size the model will run at, e.g. --size 224 224')
     if args.checkpoint and '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
         parser.error(f'--checkpoint {args.checkpoint}: no such file')
     if args.calib and not os.path.isdir(args.calib):
