@@ -20,6 +20,7 @@ litert-torch when it is installed. Export packages are the optional extra
 """
 from __future__ import annotations
 
+import numbers
 import os
 import os.path as osp
 import time
@@ -108,7 +109,7 @@ MIN_SIDE = 32
 
 def check_size(size: Sequence[int]) -> None:
     """Raise a ValueError naming the problem when ``size`` (H, W) cannot be exported."""
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) for s in size):
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
         raise ValueError(f'export size must be two integers (H, W), got {tuple(size)}')
     if min(size) < MIN_SIDE:
         raise ValueError(f'export size {size[0]}x{size[1]} is too small: the backbones downsample by {MIN_SIDE}, so '
