@@ -31,8 +31,10 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from torch.nn.init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .base import MultiScaleBackbone, is_exporting, stage_drop_path_rates
 from .layers import DropPath, Subsample
@@ -41,7 +43,8 @@ BIAS_MODES = ('official', 'table')
 
 
 class ConvNorm(nn.Sequential):
-    """Conv2d (with bias, as the official code) + BatchNorm2d, optionally + activation."""
+    """Conv2d (with bias, as the official code) + BatchNorm, optionally + activation. The
+    backbone replaces ``bn`` by a layer of its ``norm_cfg`` (BN, SyncBN)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
                  act: bool = False) -> None:
@@ -410,6 +413,11 @@ class EfficientFormerV2(MultiScaleBackbone):
         drop_path_rate: stochastic depth of the last block; ``None`` takes the arch's
             default (0, 0, 0.02, 0.1 for S0, S1, S2, L).
         layer_scale_init_value: initial layer scale.
+        norm_cfg: the BatchNorm of every conv, built by ``mmcv.cnn.build_norm_layer``;
+            None is ``dict(type='BN', requires_grad=True)``. The official dense recipe trains
+            them as SyncBN (``dict(type='SyncBN', requires_grad=True)``, ``norm_eval=False``).
+            Any BatchNorm type works (the weights hold BatchNorm statistics); parameter names
+            stay ``.bn.``, so checkpoints load whatever the type.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
             :class:`~backbones.base.MultiScaleBackbone`.
 
@@ -447,6 +455,7 @@ class EfficientFormerV2(MultiScaleBackbone):
                  layer_scale_init_value: float = 1e-5,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
+                 norm_cfg: Optional[dict] = None,
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  in_channels: int = 3,
@@ -480,19 +489,33 @@ class EfficientFormerV2(MultiScaleBackbone):
                 base_grid=math.ceil(resolution / 2 ** (i + 2)), bias_mode=bias_mode, drop=drop_rate,
                 drop_paths=dprs[i], layer_scale_init_value=layer_scale_init_value))
         self.stages = nn.ModuleList(stages)
+        self.norm_cfg = dict(type='BN', requires_grad=True) if norm_cfg is None else dict(norm_cfg)
+        self._build_norms()
         self.apply(self._init_module)
         self._register_converting_hook()
         self._finish_init()
 
+    def _build_norms(self) -> None:
+        # in place, so the module names (and the state dict's `.bn.` keys) stay as they are
+        for conv_norm in [m for m in self.modules() if isinstance(m, ConvNorm)]:
+            norm = build_norm_layer(self.norm_cfg, conv_norm.bn.num_features)[1]
+            if not isinstance(norm, _BatchNorm):
+                raise ValueError(f'EfficientFormerV2: norm_cfg must build a BatchNorm (BN, SyncBN), the '
+                                 f'layer every checkpoint holds statistics for; got {type(norm).__name__} '
+                                 f'from {self.norm_cfg}')
+            conv_norm.bn = norm
+
     @staticmethod
     def _init_module(m: nn.Module) -> None:
-        # the official initialisation: truncated normal for linear layers and the MLPs' convs
+        # The official initialisation: truncated normal for linear layers and the MLPs' 1x1
+        # convs. The official Mlp initialises before it creates its depth-wise `mid` conv,
+        # which therefore keeps PyTorch's default initialisation; so does ours.
         if isinstance(m, (nn.Linear,)):
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, ConvMlp):
-            for conv in (m.fc1.conv, m.mid.conv, m.fc2.conv):
+            for conv in (m.fc1.conv, m.fc2.conv):
                 trunc_normal_(conv.weight, std=.02)
                 nn.init.zeros_(conv.bias)
 
