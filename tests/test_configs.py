@@ -120,7 +120,7 @@ def test_whole_model_parameters_match_the_papers(reference):
 def test_efficientformer_configs_use_the_official_dense_settings(config):
     cfg = load_config(config)
     backbone = cfg.model.backbone
-    assert backbone.bias_mode == 'official' and backbone.norm_eval is True
+    assert backbone.bias_mode == 'official' and backbone.norm_eval is False
     assert backbone.resolution == (512 if 'ade20k' in config else 800)
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.auto_scale_lr.base_batch_size == (32 if 'ade20k' in config else 16)
