@@ -3,6 +3,8 @@
 Layouts (auto-detected by :func:`detect_layout`):
 
 * ``edgevit-official``: saic-fi/edgevit (``patch_embed1.``, ``blocks1.0.LocalAgg.`` ...)
+* ``edgevit-easycv``: alibaba/EasyCV's EdgeViT classifier (``backbone.patch_embed1.`` ...,
+  ``head_0.fc_cls.``)
 * ``edgevit``: ours
 * ``efficientformerv2-official-classification``: snap-research ``models/efficientformer_v2.py``
 * ``efficientformerv2-official-dense``: snap-research ``detection/backbonev2.py`` (``*_seg``)
@@ -22,7 +24,8 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from .compat import load_local_checkpoint
-from .edgevit import EdgeViT, convert_edgevit_official, is_edgevit_official
+from .edgevit import (EdgeViT, convert_edgevit_easycv, convert_edgevit_official, is_edgevit_easycv,
+                      is_edgevit_official)
 from .efficientformer_v2 import (EfficientFormerV2, convert_efficientformerv2_official,
                                  convert_efficientformerv2_timm, is_efficientformerv2_dense,
                                  is_efficientformerv2_official)
@@ -77,6 +80,8 @@ def extract_state_dict(checkpoint: Any, prefix: Optional[str] = None) -> StateDi
 
 def detect_layout(state_dict: StateDict) -> str:
     """Name the layout of a backbone state dict (see the module docstring)."""
+    if is_edgevit_easycv(state_dict):
+        return 'edgevit-easycv'
     if is_edgevit_official(state_dict):
         return 'edgevit-official'
     if is_efficientformerv2_official(state_dict):
@@ -96,6 +101,8 @@ def detect_layout(state_dict: StateDict) -> str:
 def convert_state_dict(state_dict: StateDict) -> Tuple[StateDict, str]:
     """Any supported layout -> ours. Returns the converted dict and the detected layout."""
     layout = detect_layout(state_dict)
+    if layout == 'edgevit-easycv':
+        return convert_edgevit_easycv(state_dict), layout
     if layout == 'edgevit-official':
         return convert_edgevit_official(state_dict), layout
     if layout.startswith('efficientformerv2-official'):
@@ -211,7 +218,8 @@ def convert_checkpoint_file(src: str, dst: str, prefix: str = 'backbone.') -> Di
     """
     raw = read_checkpoint(src)
     state_dict = extract_state_dict(raw)
-    whole_model = any(k.startswith(prefix) for k in state_dict)
+    # (an EasyCV classifier keeps its backbone under `backbone.` too, but is one layout)
+    whole_model = any(k.startswith(prefix) for k in state_dict) and detect_layout(state_dict) != 'edgevit-easycv'
     if whole_model:
         converted = convert_full_checkpoint(state_dict, prefix)
         backbone = {k[len(prefix):]: v for k, v in converted.items() if k.startswith(prefix)}

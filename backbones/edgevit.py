@@ -228,6 +228,9 @@ class EdgeViT(MultiScaleBackbone):
             (``depths``, ``widths``, ``head_dim``, ``mlp_ratio``, ``sr_ratios``, ``qkv_bias``).
         drop_rate / attn_drop_rate: dropout after projections / on attention weights.
         drop_path_rate: stochastic depth rate of the last block (rising linearly from 0).
+        layer_norm_eps: eps of the LayerNorms before each block's attention and MLP: the
+            official 1e-6. EasyCV's EdgeViT, which made the only published EdgeViT weights,
+            uses 1e-8 there; set 1e-8 to reproduce its outputs exactly.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
             :class:`~backbones.base.MultiScaleBackbone`.
 
@@ -259,6 +262,7 @@ class EdgeViT(MultiScaleBackbone):
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
+                 layer_norm_eps: float = 1e-6,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
@@ -282,6 +286,11 @@ class EdgeViT(MultiScaleBackbone):
                 attn_drop=attn_drop_rate, drop_paths=dprs[i]))
             in_ch = dim
         self.stages = nn.ModuleList(stages)
+        self.layer_norm_eps = layer_norm_eps
+        # the blocks' pre-norms: the only LayerNorms whose eps differs between implementations
+        for block in self.modules():
+            if isinstance(block, GlobalAttention):
+                block.norm1.eps = block.norm2.eps = layer_norm_eps
         self.apply(self._init_module)
         self._register_converting_hook()
         self._finish_init()
@@ -321,8 +330,29 @@ _EDGEVIT_RULES = (
 )
 
 
+# alibaba/EasyCV's classification checkpoints (``Classification`` model: ``backbone`` =
+# ``EdgeVit`` with the official names, plus the final BatchNorm ``norm``; ``head_0`` = ``ClsHead``
+# whose linear is ``fc_cls``), under ``state_dict`` beside ``meta`` and ``optimizer``.
+_EDGEVIT_EASYCV_RULES = (
+    (re.compile(r'^backbone\.'), ''),
+    (re.compile(r'^head_0\.fc_cls\.'), 'head.'),
+)
+
+
+def _rename(key: str, rules) -> str:
+    """``key`` rewritten by the first rule whose pattern matches its start; else unchanged."""
+    for pattern, repl in rules:
+        if pattern.match(key):
+            return pattern.sub(repl, key, count=1)
+    return key
+
+
 def is_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> bool:
     return any(k.startswith(('patch_embed1.', 'blocks1.')) for k in state_dict)
+
+
+def is_edgevit_easycv(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(('backbone.patch_embed1.', 'backbone.blocks1.')) for k in state_dict)
 
 
 def convert_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -330,13 +360,11 @@ def convert_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, t
 
     The classifier's ``norm`` (final BatchNorm) and ``head`` keep their names.
     """
-    out = {}
-    for key, value in state_dict.items():
-        new = key
-        for pattern, repl in _EDGEVIT_RULES:
-            m = pattern.match(key)
-            if m:
-                new = repl(m) + key[m.end():]
-                break
-        out[new] = value
-    return out
+    return {_rename(key, _EDGEVIT_RULES): value for key, value in state_dict.items()}
+
+
+def convert_edgevit_easycv(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """alibaba/EasyCV EdgeViT classification keys -> ours (``norm`` and ``head`` as the official
+    classifier's). Idempotent. EasyCV's weights were trained with LayerNorm eps 1e-8 in the
+    blocks: ``layer_norm_eps=1e-8`` reproduces its outputs exactly (see :class:`EdgeViT`)."""
+    return convert_edgevit_official({_rename(k, _EDGEVIT_EASYCV_RULES): v for k, v in state_dict.items()})
