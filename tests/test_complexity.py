@@ -1,6 +1,6 @@
 """Parameters and MACs of the classification models at 224 against the papers' table.
 
-The figures are read from ../shared/PAPERS.md itself, so the package's own copy
+The figures are read from PAPERS.md itself (../shared/PAPERS.md, or the copy in tests/data), so the package's own copy
 (backbones.zoo.IMAGENET, used by tools) is checked too.
 """
 import re
@@ -15,8 +15,8 @@ NAMES = {'EdgeViT-XXS': 'edgevit_xxs', 'EdgeViT-XS': 'edgevit_xs', 'EdgeViT-S': 
 
 
 @pytest.fixture(scope='module')
-def papers(reference):
-    text = (reference.folder.parent / 'PAPERS.md').read_text()
+def papers(papers_text):
+    text = papers_text
     section = text.split('## ImageNet-1K classification')[1].split('\n## ')[0]
     rows = {}
     for line in section.splitlines():
