@@ -3,10 +3,21 @@ import pytest
 import torch
 
 from backbones import EdgeViT, EfficientFormerV2
-from backbones.checkpoint import (convert_full_checkpoint, convert_state_dict, detect_layout,
-                                  extract_state_dict, guess_arch, load_pretrained)
-from backbones.edgevit import convert_edgevit_official
-from backbones.efficientformer_v2 import convert_efficientformerv2_official, convert_efficientformerv2_timm
+from backbones.checkpoints.layouts import LAYOUTS, convert_full_checkpoint, convert_state_dict, detect_layout
+from backbones.checkpoints.loading import extract_state_dict, guess_arch, load_pretrained
+
+
+def convert_efficientformerv2_official(sd):
+    return LAYOUTS['efficientformerv2-official-dense' if any(k.endswith('_seg') for k in sd)
+                   else 'efficientformerv2-official-classification'].convert(sd)
+
+
+def convert_efficientformerv2_timm(sd):
+    return LAYOUTS['efficientformerv2'].convert(sd)
+
+
+def convert_edgevit_official(sd):
+    return LAYOUTS['edgevit-official'].convert(sd)
 
 
 def _float(sd):

@@ -9,8 +9,8 @@ import re
 import pytest
 import torch
 
-from backbones.engine import load_config
-from backbones.flops import build_model_from_config
+from backbones.runtime.models import load_config
+from backbones.runtime.models import build_model_from_config
 
 from .conftest import ROOT
 

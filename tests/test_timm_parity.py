@@ -65,7 +65,7 @@ def test_official_classification_layout_runs_in_timm_and_ours(compact_reference)
     """The official classification file (compact reference), converted, runs in timm and in
     ours alike, and both give the official logits."""
     from timm.models.efficientformer_v2 import EfficientFormerV2 as TimmEfficientFormerV2
-    from backbones.checkpoint import convert_state_dict
+    from backbones.checkpoints.layouts import convert_state_dict
     from .test_reference_parity import TINY_EFFICIENTFORMERV2 as arch
     name = 'efficientformerv2_tiny_cls64.pt'
     ref = compact_reference(name)
