@@ -15,8 +15,7 @@ change between the convolutional and the attention parts of a block.
 """
 from __future__ import annotations
 
-import re
-from typing import Dict, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, stage_drop_path_rates
+from .checkpoints import edgevit as _layouts  # noqa: F401  (registers EdgeViT's checkpoint layouts)
 from .layers import DropPath, LayerNorm2d, Linear2d, Subsample, batch_norm_affine, fold_affine_into_pointwise
+from .registry import Paper, register_family
 
 
 class PatchEmbed(nn.Module):
@@ -220,6 +221,7 @@ class EdgeViTStage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
+@register_family
 class EdgeViT(MultiScaleBackbone):
     """EdgeViT backbone for mmdet / mmseg.
 
@@ -246,6 +248,26 @@ class EdgeViT(MultiScaleBackbone):
     """
 
     family = 'EdgeViT'
+    model_prefix = 'edgevit'
+    # figures as printed (../shared/PAPERS.md). EdgeViT-S: the official code's 1,2,5,3 model
+    # (13.1M with the classifier); the paper's table prints 11.1M.
+    paper = Paper(
+        title='EdgeViTs: Competing Light-weight CNNs on Mobile Devices with Vision Transformers',
+        url='https://arxiv.org/abs/2205.03436', code='https://github.com/saic-fi/edgevit',
+        imagenet={'xxs': dict(params='4.1', gmacs='0.6', top1='74.4'),
+                  'xs': dict(params='6.7', gmacs='1.1', top1='77.5'),
+                  's': dict(params='13.1', gmacs='1.9', top1='81.0')},
+        downstream={
+            'retinanet_edgevit-xxs_fpn_8xb2-1x_coco': dict(params='13.1', box_ap='38.7'),
+            'retinanet_edgevit-xs_fpn_8xb2-1x_coco': dict(params='16.3', box_ap='40.6'),
+            'retinanet_edgevit-s_fpn_8xb2-1x_coco': dict(params='22.6', box_ap='43.4'),
+            'mask-rcnn_edgevit-xxs_fpn_8xb2-1x_coco': dict(params='23.8', box_ap='39.9', mask_ap='36.9'),
+            'mask-rcnn_edgevit-xs_fpn_8xb2-1x_coco': dict(params='26.5', box_ap='41.4', mask_ap='38.3'),
+            'mask-rcnn_edgevit-s_fpn_8xb2-1x_coco': dict(params='32.8', box_ap='44.8', mask_ap='41.0'),
+            'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512': dict(params='7.9', gflops='24.4', miou='39.7'),
+            'fpn_edgevit-xs_8xb4-40k_ade20k-512x512': dict(params='10.6', gflops='27.7', miou='41.4'),
+            'fpn_edgevit-s_8xb4-40k_ade20k-512x512': dict(params='16.9', gflops='32.1', miou='45.9'),
+        })
     # The official code's variants. EdgeViT-S is the code's 1,2,5,3 version (13.1M params with
     # the classifier; the paper's table prints 11.1M but every downstream count uses this one).
     arch_settings = {
@@ -311,60 +333,3 @@ class EdgeViT(MultiScaleBackbone):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @staticmethod
-    def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return convert_edgevit_official(state_dict)
-
-
-_EDGEVIT_RULES = (
-    (re.compile(r'^patch_embed(\d)\.'), lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.LocalAgg\.attn\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.local_agg.dw_conv.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.LocalAgg\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.local_agg.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.SelfAttn\.attn\.LocalProp\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.global_attn.attn.local_prop.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.SelfAttn\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.global_attn.'),
-)
-
-
-# alibaba/EasyCV's classification checkpoints (``Classification`` model: ``backbone`` =
-# ``EdgeVit`` with the official names, plus the final BatchNorm ``norm``; ``head_0`` = ``ClsHead``
-# whose linear is ``fc_cls``), under ``state_dict`` beside ``meta`` and ``optimizer``.
-_EDGEVIT_EASYCV_RULES = (
-    (re.compile(r'^backbone\.'), ''),
-    (re.compile(r'^head_0\.fc_cls\.'), 'head.'),
-)
-
-
-def _rename(key: str, rules) -> str:
-    """``key`` rewritten by the first rule whose pattern matches its start; else unchanged."""
-    for pattern, repl in rules:
-        if pattern.match(key):
-            return pattern.sub(repl, key, count=1)
-    return key
-
-
-def is_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(k.startswith(('patch_embed1.', 'blocks1.')) for k in state_dict)
-
-
-def is_edgevit_easycv(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(k.startswith(('backbone.patch_embed1.', 'backbone.blocks1.')) for k in state_dict)
-
-
-def convert_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """saic-fi/edgevit keys -> ours. Keys already in our layout pass through unchanged.
-
-    The classifier's ``norm`` (final BatchNorm) and ``head`` keep their names.
-    """
-    return {_rename(key, _EDGEVIT_RULES): value for key, value in state_dict.items()}
-
-
-def convert_edgevit_easycv(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """alibaba/EasyCV EdgeViT classification keys -> ours (``norm`` and ``head`` as the official
-    classifier's). Idempotent. EasyCV's weights were trained with LayerNorm eps 1e-8 in the
-    blocks: ``layer_norm_eps=1e-8`` reproduces its outputs exactly (see :class:`EdgeViT`)."""
-    return convert_edgevit_official({_rename(k, _EDGEVIT_EASYCV_RULES): v for k, v in state_dict.items()})

@@ -2,7 +2,7 @@
 import json
 import os
 
-from backbones.demo import format_results, run_demo
+from backbones.demo.job import format_results, run_demo
 
 
 def test_demo_end_to_end_tiny(tmp_path):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from backbones import EdgeViT
-from backbones.checkpoint import (convert_checkpoint_file, convert_state_dict, detect_layout,
-                                  load_pretrained)
+from backbones.checkpoints.layouts import convert_state_dict, detect_layout
+from backbones.checkpoints.loading import convert_checkpoint_file, load_pretrained
 from backbones.classifier import build_classifier
 from backbones.edgevit import GlobalAttention
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from backbones.demo import detection_config
-from backbones.synthetic import make_dataset
+from backbones.demo.configs import detection_config
+from backbones.demo.dataset import make_dataset
 
 from .conftest import ROOT
 
@@ -78,7 +78,7 @@ def test_launcher_pytorch_two_cpu_processes(tiny_config, tmp_path):
 
 
 def test_bad_arguments_are_explained(tiny_config, tmp_path):
-    from backbones.engine import prepare_test_config, prepare_train_config
+    from backbones.runtime.engine import prepare_test_config, prepare_train_config
     with pytest.raises(FileNotFoundError, match='config file'):
         prepare_train_config('configs/detection/no_such.py')
     with pytest.raises(FileNotFoundError, match='no such checkpoint'):

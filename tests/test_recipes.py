@@ -10,8 +10,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from backbones import EfficientFormerV2
-from backbones.deploy import prepare_for_export
-from backbones.engine import load_config, prepare_train_config
+from backbones.export.prepare import prepare_for_export
+from backbones.runtime.engine import prepare_train_config
+from backbones.runtime.models import load_config
 
 from .conftest import ROOT
 

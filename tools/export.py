@@ -11,47 +11,32 @@ images, else random inputs), onnx (opset 18, onnxruntime), coreml (.mlpackage; p
 needs macOS), tflite (litert-torch, the [tflite] extra). Each export prints its file size,
 the fraction of operators delegated (ExecuTorch) and the largest difference from eager.
 Detectors export backbone + neck + dense heads; anchor decoding, NMS and RoI stages run on
-the host (backbones.export.retinanet_postprocess / mask_rcnn_postprocess).
+the host (backbones.export.targets.retinanet_postprocess / mask_rcnn_postprocess).
 """
 import argparse
-import glob
 import os
 import sys
-import warnings
 
-warnings.filterwarnings('ignore')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _calibration(folder, size, count=16):
-    import mmcv
-    import torch
-    paths = sorted(glob.glob(os.path.join(folder, '*.jpg')) + glob.glob(os.path.join(folder, '*.png')))[:count]
-    if not paths:
-        raise SystemExit(f'--calib {folder}: no .jpg/.png images found')
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
-    out = []
-    for p in paths:
-        img = mmcv.imresize(mmcv.imread(p, channel_order='rgb'), (size[1], size[0]))
-        out.append(((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None])
-    return out
-
-
 def main(argv=None) -> int:
-    from backbones.export import FORMATS, MissingExtra, build_target, export
+    from backbones.export.convert import calibration_images, export
+    from backbones.export.formats import FORMATS, MissingExtra
+    from backbones.export.targets import build_target
+    from backbones.runtime.cli import add_size_argument, quiet_third_party_warnings
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help='a backbone name (edgevit_xxs ... efficientformerv2_l) or a config file')
-    parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'),
-                        help='fixed input size of the export (default: 224 224)')
-    parser.add_argument('--formats', nargs='+', default=['executorch', 'onnx'], choices=FORMATS,
+    add_size_argument(parser, (224, 224), help='fixed input size of the export')
+    parser.add_argument('--formats', nargs='+', default=['executorch', 'onnx'], choices=list(FORMATS),
                         help='default: executorch onnx')
     parser.add_argument('--checkpoint', help='weights to load (backbone or whole-model checkpoint, any layout)')
     parser.add_argument('--calib', help='folder of images for int8 calibration')
     parser.add_argument('--out-dir', default='work_dirs/export', help='default: work_dirs/export')
     args = parser.parse_args(argv)
+    quiet_third_party_warnings()
     target = build_target(args.model, tuple(args.size), args.checkpoint)
-    calibration = _calibration(args.calib, args.size) if args.calib else None
+    calibration = calibration_images(args.calib, tuple(args.size)) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
     failed = 0
     for fmt in args.formats:
