@@ -61,6 +61,7 @@ def _seg_batch(num_classes: int):
     return dict(inputs=inputs, data_samples=samples)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: osp.basename(p)[:-3])
 def test_config_trains_one_step_and_predicts(config):
     torch.manual_seed(0)

@@ -44,6 +44,7 @@ def _weights(path):
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights(tiny_config, tmp_path):
     straight, interrupted = tmp_path / 'straight', tmp_path / 'interrupted'
     _tool('tools/train.py', tiny_config, '--work-dir', str(straight))
@@ -65,6 +66,7 @@ def test_resume_reaches_the_same_weights(tiny_config, tmp_path):
     assert 'coco/bbox_mAP' in run.stdout + run.stderr and out.exists()
 
 
+@pytest.mark.slow
 def test_launcher_pytorch_two_cpu_processes(tiny_config, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1')
     run = subprocess.run(['bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir', str(tmp_path / 'ddp'),

@@ -15,6 +15,7 @@ from backbones.runtime.models import build_model_from_config
 from .conftest import ROOT
 
 pytest.importorskip('executorch', reason='the [export] extra is not installed')
+pytestmark = pytest.mark.slow  # every test here lowers a graph
 SIZE = (128, 160)
 DET = ROOT / 'configs' / 'detection'
 
