@@ -1,9 +1,13 @@
-"""The OpenMMLab backbone contract shared by both families.
+"""The OpenMMLab backbone contract shared by every family, and the family hooks.
 
 Subclasses build ``self.stem`` (may be ``nn.Identity``) and ``self.stages`` (a ``ModuleList``
 whose stage ``i`` outputs stride ``4 * 2**i``), then call :meth:`_finish_init`. This class
 provides ``out_indices``, ``frozen_stages``, ``norm_eval``, ``with_cp``, input checks and
-checked checkpoint loading, so each family only describes its architecture.
+checked checkpoint loading, so each family only describes its architecture. Where generic
+code needs family-specific work it calls a hook that a family may override:
+:meth:`~MultiScaleBackbone.size_kwargs` (arguments that depend on the input size),
+:meth:`~MultiScaleBackbone.adapt_state_dict` (fitting size-dependent checkpoint tables) and
+:meth:`~MultiScaleBackbone.prepare_export` (freezing what depends on the input size).
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .checkpoints.layouts import convert_state_dict
+from .checkpoints.loading import load_pretrained
 
 
 def is_exporting() -> bool:
@@ -55,8 +62,16 @@ class MultiScaleBackbone(BaseModule):
     arch_settings: Dict[str, Dict[str, Any]] = {}
     #: the stride of each stage's output
     strides: Tuple[int, ...] = (4, 8, 16, 32)
-    #: the family name used in messages ("EdgeViT", "EfficientFormerV2")
+    #: the registered type name, also used in messages ("EdgeViT", "EfficientFormerV2")
     family: str = ''
+    #: prefix of the variant and config names ("edgevit" -> edgevit_xxs, retinanet_edgevit-xxs_...)
+    model_prefix: str = ''
+    #: the paper and its published figures (a :class:`backbones.registry.Paper`)
+    paper = None
+    #: whether the family's ImageNet classifier has a distillation head
+    classifier_distillation: bool = False
+    #: timm's model of the same architecture and parameter names, ``{arch}`` filled in (or None)
+    timm_model: Optional[str] = None
 
     def __init__(self,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
@@ -200,12 +215,18 @@ class MultiScaleBackbone(BaseModule):
                 break
         return tuple(outs)
 
-    # ------------------------------------------------------------------ checkpoints
-    @staticmethod
-    def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Convert any supported layout of this family to ours (pure, idempotent)."""
-        raise NotImplementedError
+    # ------------------------------------------------------------------ family hooks
+    @classmethod
+    def size_kwargs(cls, size: Tuple[int, int]) -> Dict[str, Any]:
+        """Constructor arguments that depend on the input size ``(H, W)`` the model will see
+        (e.g. the base resolution of attention-bias tables). Default: none."""
+        return {}
 
+    def prepare_export(self, size: Tuple[int, int]) -> None:
+        """Make whatever depends on the input size constant for an export at ``size``
+        (called on an eval-mode copy). Default: nothing to do."""
+
+    # ------------------------------------------------------------------ checkpoints
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
                          from_classifier: bool) -> Dict[str, torch.Tensor]:
         """Fit size-dependent entries (e.g. attention-bias tables) of a converted state dict to
@@ -215,7 +236,6 @@ class MultiScaleBackbone(BaseModule):
     def init_weights(self) -> None:
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from .checkpoint import load_pretrained
             load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
                             map_location=init_cfg.get('map_location', 'cpu'))
             self._is_init = True
@@ -237,7 +257,7 @@ class MultiScaleBackbone(BaseModule):
         if not keys:
             return
         sub = {k[len(prefix):]: state_dict[k] for k in keys}
-        converted = self.convert_state_dict(sub)
+        converted, _ = convert_state_dict(sub, family=self.family)
         if converted.keys() == sub.keys():
             return
         for k in keys:

@@ -12,20 +12,15 @@ import torch
 import torch.nn as nn
 
 from .base import MultiScaleBackbone
-from .checkpoint import convert_state_dict, extract_state_dict, read_checkpoint
-from .edgevit import EdgeViT
-from .efficientformer_v2 import EfficientFormerV2
+from .checkpoints.io import read_checkpoint
+from .checkpoints.layouts import convert_state_dict
+from .checkpoints.loading import extract_state_dict
+from .registry import get_variant, variant_names
 
-#: classification model name -> (backbone class, arch, distillation head)
-CLASSIFIERS = {
-    'edgevit_xxs': (EdgeViT, 'xxs', False),
-    'edgevit_xs': (EdgeViT, 'xs', False),
-    'edgevit_s': (EdgeViT, 's', False),
-    'efficientformerv2_s0': (EfficientFormerV2, 's0', True),
-    'efficientformerv2_s1': (EfficientFormerV2, 's1', True),
-    'efficientformerv2_s2': (EfficientFormerV2, 's2', True),
-    'efficientformerv2_l': (EfficientFormerV2, 'l', True),
-}
+
+def classifier_names():
+    """Every classification model name: one per registered variant (``edgevit_xxs`` ...)."""
+    return variant_names()
 
 
 class ImageClassifier(nn.Module):
@@ -65,12 +60,13 @@ class ImageClassifier(nn.Module):
 
 
 def build_classifier(name: str, num_classes: int = 1000, **backbone_kwargs) -> ImageClassifier:
-    """A classification model by name (see :data:`CLASSIFIERS`), e.g. ``'efficientformerv2_s0'``.
-
-    EfficientFormerV2 defaults to ``resolution=224``, the ImageNet setting.
-    """
-    if name not in CLASSIFIERS:
-        raise ValueError(f'unknown classifier {name!r}; choose one of {sorted(CLASSIFIERS)}')
-    cls, arch, distillation = CLASSIFIERS[name]
-    backbone_kwargs.setdefault('out_indices', (len(cls.arch_settings[arch]['depths']) - 1,))
-    return ImageClassifier(cls(arch=arch, **backbone_kwargs), num_classes, distillation)
+    """A classification model by variant name (see :func:`classifier_names`), e.g.
+    ``'efficientformerv2_s0'``, at the family's ImageNet defaults (EfficientFormerV2:
+    ``resolution=224``)."""
+    try:
+        variant = get_variant(name)
+    except KeyError as err:
+        raise ValueError(f'unknown classifier {name!r}; choose one of {classifier_names()}') from err
+    cls = variant.cls
+    backbone_kwargs.setdefault('out_indices', (len(cls.arch_settings[variant.arch]['depths']) - 1,))
+    return ImageClassifier(cls(arch=variant.arch, **backbone_kwargs), num_classes, cls.classifier_distillation)

@@ -15,8 +15,7 @@ change between the convolutional and the attention parts of a block.
 """
 from __future__ import annotations
 
-import re
-from typing import Dict, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .base import MultiScaleBackbone, stage_drop_path_rates
+from .checkpoints import edgevit as _layouts  # noqa: F401  (registers EdgeViT's checkpoint layouts)
 from .layers import DropPath, LayerNorm2d, Linear2d, Subsample, batch_norm_affine, fold_affine_into_pointwise
+from .registry import Paper, register_family
 
 
 class PatchEmbed(nn.Module):
@@ -220,6 +221,7 @@ class EdgeViTStage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
+@register_family
 class EdgeViT(MultiScaleBackbone):
     """EdgeViT backbone for mmdet / mmseg.
 
@@ -228,6 +230,9 @@ class EdgeViT(MultiScaleBackbone):
             (``depths``, ``widths``, ``head_dim``, ``mlp_ratio``, ``sr_ratios``, ``qkv_bias``).
         drop_rate / attn_drop_rate: dropout after projections / on attention weights.
         drop_path_rate: stochastic depth rate of the last block (rising linearly from 0).
+        layer_norm_eps: eps of the LayerNorms before each block's attention and MLP: the
+            official 1e-6. EasyCV's EdgeViT, which made the only published EdgeViT weights,
+            uses 1e-8 there; set 1e-8 to reproduce its outputs exactly.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
             :class:`~backbones.base.MultiScaleBackbone`.
 
@@ -243,6 +248,26 @@ class EdgeViT(MultiScaleBackbone):
     """
 
     family = 'EdgeViT'
+    model_prefix = 'edgevit'
+    # figures as printed (../shared/PAPERS.md). EdgeViT-S: the official code's 1,2,5,3 model
+    # (13.1M with the classifier); the paper's table prints 11.1M.
+    paper = Paper(
+        title='EdgeViTs: Competing Light-weight CNNs on Mobile Devices with Vision Transformers',
+        url='https://arxiv.org/abs/2205.03436', code='https://github.com/saic-fi/edgevit',
+        imagenet={'xxs': dict(params='4.1', gmacs='0.6', top1='74.4'),
+                  'xs': dict(params='6.7', gmacs='1.1', top1='77.5'),
+                  's': dict(params='13.1', gmacs='1.9', top1='81.0')},
+        downstream={
+            'retinanet_edgevit-xxs_fpn_8xb2-1x_coco': dict(params='13.1', box_ap='38.7'),
+            'retinanet_edgevit-xs_fpn_8xb2-1x_coco': dict(params='16.3', box_ap='40.6'),
+            'retinanet_edgevit-s_fpn_8xb2-1x_coco': dict(params='22.6', box_ap='43.4'),
+            'mask-rcnn_edgevit-xxs_fpn_8xb2-1x_coco': dict(params='23.8', box_ap='39.9', mask_ap='36.9'),
+            'mask-rcnn_edgevit-xs_fpn_8xb2-1x_coco': dict(params='26.5', box_ap='41.4', mask_ap='38.3'),
+            'mask-rcnn_edgevit-s_fpn_8xb2-1x_coco': dict(params='32.8', box_ap='44.8', mask_ap='41.0'),
+            'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512': dict(params='7.9', gflops='24.4', miou='39.7'),
+            'fpn_edgevit-xs_8xb4-40k_ade20k-512x512': dict(params='10.6', gflops='27.7', miou='41.4'),
+            'fpn_edgevit-s_8xb4-40k_ade20k-512x512': dict(params='16.9', gflops='32.1', miou='45.9'),
+        })
     # The official code's variants. EdgeViT-S is the code's 1,2,5,3 version (13.1M params with
     # the classifier; the paper's table prints 11.1M but every downstream count uses this one).
     arch_settings = {
@@ -259,6 +284,7 @@ class EdgeViT(MultiScaleBackbone):
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
+                 layer_norm_eps: float = 1e-6,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
@@ -287,6 +313,11 @@ class EdgeViT(MultiScaleBackbone):
                 attn_drop=attn_drop_rate, drop_paths=dprs[i]))
             in_ch = dim
         self.stages = nn.ModuleList(stages)
+        self.layer_norm_eps = layer_norm_eps
+        # the blocks' pre-norms: the only LayerNorms whose eps differs between implementations
+        for block in self.modules():
+            if isinstance(block, GlobalAttention):
+                block.norm1.eps = block.norm2.eps = layer_norm_eps
         self.apply(self._init_module)
         self._register_converting_hook()
         self._finish_init()
@@ -307,41 +338,3 @@ class EdgeViT(MultiScaleBackbone):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-    @staticmethod
-    def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return convert_edgevit_official(state_dict)
-
-
-_EDGEVIT_RULES = (
-    (re.compile(r'^patch_embed(\d)\.'), lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.LocalAgg\.attn\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.local_agg.dw_conv.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.LocalAgg\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.local_agg.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.SelfAttn\.attn\.LocalProp\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.global_attn.attn.local_prop.'),
-    (re.compile(r'^blocks(\d)\.(\d+)\.SelfAttn\.'),
-     lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.global_attn.'),
-)
-
-
-def is_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(k.startswith(('patch_embed1.', 'blocks1.')) for k in state_dict)
-
-
-def convert_edgevit_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """saic-fi/edgevit keys -> ours. Keys already in our layout pass through unchanged.
-
-    The classifier's ``norm`` (final BatchNorm) and ``head`` keep their names.
-    """
-    out = {}
-    for key, value in state_dict.items():
-        new = key
-        for pattern, repl in _EDGEVIT_RULES:
-            m = pattern.match(key)
-            if m:
-                new = repl(m) + key[m.end():]
-                break
-        out[new] = value
-    return out

@@ -25,23 +25,27 @@ resized) bias of each input size is computed once and cached; training and traci
 from __future__ import annotations
 
 import math
-import re
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from mmengine.logging import print_log
 from torch.nn.init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .base import MultiScaleBackbone, is_exporting, stage_drop_path_rates
+from .checkpoints import efficientformer_v2 as _layouts  # noqa: F401  (registers the checkpoint layouts)
 from .layers import DropPath, Subsample
+from .registry import Paper, register_family
 
 BIAS_MODES = ('official', 'table')
 
 
 class ConvNorm(nn.Sequential):
-    """Conv2d (with bias, as the official code) + BatchNorm2d, optionally + activation."""
+    """Conv2d (with bias, as the official code) + BatchNorm, optionally + activation. The
+    backbone replaces ``bn`` by a layer of its ``norm_cfg`` (BN, SyncBN)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
                  act: bool = False) -> None:
@@ -393,6 +397,7 @@ class Stem(nn.Sequential):
         self.conv2 = ConvNorm(out_ch // 2, out_ch, 3, stride=2, act=True)
 
 
+@register_family
 class EfficientFormerV2(MultiScaleBackbone):
     """EfficientFormerV2 backbone for mmdet / mmseg.
 
@@ -410,6 +415,11 @@ class EfficientFormerV2(MultiScaleBackbone):
         drop_path_rate: stochastic depth of the last block; ``None`` takes the arch's
             default (0, 0, 0.02, 0.1 for S0, S1, S2, L).
         layer_scale_init_value: initial layer scale.
+        norm_cfg: the BatchNorm of every conv, built by ``mmcv.cnn.build_norm_layer``;
+            None is ``dict(type='BN', requires_grad=True)``. The official dense recipe trains
+            them as SyncBN (``dict(type='SyncBN', requires_grad=True)``, ``norm_eval=False``).
+            Any BatchNorm type works (the weights hold BatchNorm statistics); parameter names
+            stay ``.bn.``, so checkpoints load whatever the type.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
             :class:`~backbones.base.MultiScaleBackbone`.
 
@@ -425,6 +435,22 @@ class EfficientFormerV2(MultiScaleBackbone):
     """
 
     family = 'EfficientFormerV2'
+    model_prefix = 'efficientformerv2'
+    classifier_distillation = True
+    timm_model = 'efficientformerv2_{arch}'
+    paper = Paper(
+        title='Rethinking Vision Transformers for MobileNet Size and Speed', url='https://arxiv.org/abs/2212.08059',
+        code='https://github.com/snap-research/EfficientFormer',
+        imagenet={'s0': dict(params='3.5', gmacs='0.40', top1='75.7'),
+                  's1': dict(params='6.1', gmacs='0.65', top1='79.0'),
+                  's2': dict(params='12.6', gmacs='1.25', top1='81.6'),
+                  'l': dict(params='26.1', gmacs='2.56', top1='83.3')},
+        downstream={
+            'mask-rcnn_efficientformerv2-s2_fpn_8xb2-1x_coco': dict(box_ap='43.4', mask_ap='39.5'),
+            'mask-rcnn_efficientformerv2-l_fpn_8xb2-1x_coco': dict(box_ap='44.7', mask_ap='40.4'),
+            'fpn_efficientformerv2-s2_8xb4-40k_ade20k-512x512': dict(miou='42.4'),
+            'fpn_efficientformerv2-l_8xb4-40k_ade20k-512x512': dict(miou='45.2'),
+        })
     arch_settings = {
         's0': dict(depths=(2, 2, 6, 4), widths=(32, 48, 96, 176), num_vit=2, drop_path_rate=0.0,
                    mlp_ratios=((4, 4), (4, 4), (4, 3, 3, 3, 4, 4), (4, 3, 3, 4))),
@@ -447,6 +473,7 @@ class EfficientFormerV2(MultiScaleBackbone):
                  layer_scale_init_value: float = 1e-5,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
+                 norm_cfg: Optional[dict] = None,
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  in_channels: int = 3,
@@ -480,27 +507,53 @@ class EfficientFormerV2(MultiScaleBackbone):
                 base_grid=math.ceil(resolution / 2 ** (i + 2)), bias_mode=bias_mode, drop=drop_rate,
                 drop_paths=dprs[i], layer_scale_init_value=layer_scale_init_value))
         self.stages = nn.ModuleList(stages)
+        self.norm_cfg = dict(type='BN', requires_grad=True) if norm_cfg is None else dict(norm_cfg)
+        self._build_norms()
         self.apply(self._init_module)
         self._register_converting_hook()
         self._finish_init()
 
+    def _build_norms(self) -> None:
+        # in place, so the module names (and the state dict's `.bn.` keys) stay as they are
+        for conv_norm in [m for m in self.modules() if isinstance(m, ConvNorm)]:
+            norm = build_norm_layer(self.norm_cfg, conv_norm.bn.num_features)[1]
+            if not isinstance(norm, _BatchNorm):
+                raise ValueError(f'EfficientFormerV2: norm_cfg must build a BatchNorm (BN, SyncBN), the '
+                                 f'layer every checkpoint holds statistics for; got {type(norm).__name__} '
+                                 f'from {self.norm_cfg}')
+            conv_norm.bn = norm
+
     @staticmethod
     def _init_module(m: nn.Module) -> None:
-        # the official initialisation: truncated normal for linear layers and the MLPs' convs
+        # The official initialisation: truncated normal for linear layers and the MLPs' 1x1
+        # convs. The official Mlp initialises before it creates its depth-wise `mid` conv,
+        # which therefore keeps PyTorch's default initialisation; so does ours.
         if isinstance(m, (nn.Linear,)):
             trunc_normal_(m.weight, std=.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, ConvMlp):
-            for conv in (m.fc1.conv, m.mid.conv, m.fc2.conv):
+            for conv in (m.fc1.conv, m.fc2.conv):
                 trunc_normal_(conv.weight, std=.02)
                 nn.init.zeros_(conv.bias)
 
-    @staticmethod
-    def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        if is_efficientformerv2_official(state_dict):
-            return convert_efficientformerv2_official(state_dict)
-        return convert_efficientformerv2_timm(state_dict)
+    @classmethod
+    def size_kwargs(cls, size: Tuple[int, int]) -> Dict[str, Any]:
+        """The attention-bias tables are made for the larger side of the input."""
+        return dict(resolution=max(size))
+
+    @torch.no_grad()
+    def prepare_export(self, size: Tuple[int, int]) -> None:
+        """Freeze every attention bias for inputs of ``size``: one eval forward records the
+        grids each attention sees, then the biases become constant buffers of that size."""
+        biases = [m for m in self.modules() if isinstance(m, AttentionBias)]
+        for m in biases:
+            m.clear_cache()
+        self(torch.zeros(1, 3, *size))
+        for m in biases:
+            [(q_hw, k_hw, _, _)] = list(m._cache.keys())
+            m.freeze(q_hw, k_hw)
+            m.clear_cache()
 
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
                          from_classifier: bool) -> Dict[str, torch.Tensor]:
@@ -539,106 +592,3 @@ class EfficientFormerV2(MultiScaleBackbone):
                       "official dense recipe (bias_mode='table' resizes them instead)",
                       logger='current')
         return out
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def is_efficientformerv2_official(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(k.startswith(('patch_embed.', 'network.')) for k in state_dict)
-
-
-def is_efficientformerv2_dense(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(k.endswith('attention_biases_seg') for k in state_dict)
-
-
-_EF_BLOCK_RULES = (
-    # (official suffix, ours)
-    ('layer_scale_1', 'ls1.gamma'), ('layer_scale_2', 'ls2.gamma'),
-    ('mlp.fc1.', 'mlp.fc1.conv.'), ('mlp.norm1.', 'mlp.fc1.bn.'),
-    ('mlp.mid.', 'mlp.mid.conv.'), ('mlp.mid_norm.', 'mlp.mid.bn.'),
-    ('mlp.fc2.', 'mlp.fc2.conv.'), ('mlp.norm2.', 'mlp.fc2.bn.'),
-)
-_EF_ATTN_RULES = (
-    (re.compile(r'(q|k|v|v_local|stride_conv)\.0\.'), r'\1.conv.'),
-    (re.compile(r'(q|k|v|v_local|stride_conv)\.1\.'), r'\1.bn.'),
-    (re.compile(r'proj\.1\.'), 'proj.conv.'), (re.compile(r'proj\.2\.'), 'proj.bn.'),
-    (re.compile(r'q\.local\.0\.'), 'q.local.'),
-    (re.compile(r'q\.proj\.0\.'), 'q.proj.conv.'), (re.compile(r'q\.proj\.1\.'), 'q.proj.bn.'),
-)
-_STEM = {'0': 'conv1.conv', '1': 'conv1.bn', '3': 'conv2.conv', '4': 'conv2.bn'}
-_DROPPED = ('attention_bias_idxs', 'attention_bias_idxs_seg')
-
-
-def _convert_attention_key(rest: str, dense: bool) -> Optional[str]:
-    """Key inside an official attention module -> ours; None for entries to drop."""
-    if rest in _DROPPED:
-        return None
-    if rest == 'attention_biases_seg':
-        return 'bias.attention_biases'
-    if rest == 'attention_biases':
-        # the dense model keeps a leftover 224 table as a buffer that its forward never reads
-        return None if dense else 'bias.attention_biases'
-    for pattern, repl in _EF_ATTN_RULES:
-        if pattern.match(rest):
-            return pattern.sub(repl, rest, count=1)
-    return rest
-
-
-def convert_efficientformerv2_official(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """snap-research/EfficientFormer keys (classification or dense ``fork_feat`` model) -> ours.
-
-    Official ``network[2s]`` is our stage ``s``'s blocks, ``network[2s-1]`` its downsample.
-    Derived index buffers and the dense model's unused 224 bias buffers are dropped; layer
-    scales become vectors; ``dist_head`` becomes ``head_dist`` (timm's name). Idempotent.
-    """
-    dense = is_efficientformerv2_dense(state_dict)
-    out: Dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        new: Optional[str] = key
-        m = re.match(r'patch_embed\.(\d+)\.(.*)', key)
-        m_net = re.match(r'network\.(\d+)\.(.*)', key)
-        if m:
-            new = f'stem.{_STEM[m.group(1)]}.{m.group(2)}'
-        elif m_net:
-            idx, rest = int(m_net.group(1)), m_net.group(2)
-            if idx % 2 == 0:  # blocks of stage idx // 2
-                mb = re.match(r'(\d+)\.(.*)', rest)
-                block, rest = mb.group(1), mb.group(2)
-                prefix = f'stages.{idx // 2}.blocks.{block}.'
-                if rest.startswith('token_mixer.'):
-                    sub = _convert_attention_key(rest[len('token_mixer.'):], dense)
-                    new = None if sub is None else prefix + 'token_mixer.' + sub
-                else:
-                    for old, ours in _EF_BLOCK_RULES:
-                        if rest.startswith(old):
-                            rest = ours + rest[len(old):]
-                            break
-                    new = prefix + rest
-                    if rest.endswith('.gamma') and value.dim() == 3:
-                        value = value.flatten()
-            else:  # the downsample in front of stage idx // 2 + 1
-                prefix = f'stages.{idx // 2 + 1}.downsample.'
-                if rest.startswith('attn.'):
-                    sub = _convert_attention_key(rest[len('attn.'):], dense)
-                    new = None if sub is None else prefix + 'attn.' + sub
-                else:
-                    rest = re.sub(r'^(proj|conv)\.', 'conv.conv.', rest)
-                    rest = re.sub(r'^(norm|bn)\.', 'conv.bn.', rest)
-                    new = prefix + rest
-        elif key.startswith('dist_head.'):
-            new = 'head_dist.' + key[len('dist_head.'):]
-        if new is not None:
-            out[new] = value
-    return out
-
-
-def convert_efficientformerv2_timm(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """timm ``efficientformerv2_*`` keys -> ours (the same names; attention biases live in a
-    ``bias`` sub-module here, and timm's derived index buffers are dropped). Idempotent."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.endswith('attention_bias_idxs'):
-            continue
-        if key.endswith('attention_biases') and not key.endswith('bias.attention_biases'):
-            key = key[:-len('attention_biases')] + 'bias.attention_biases'
-        out[key] = value
-    return out

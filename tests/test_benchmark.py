@@ -2,7 +2,7 @@
 are measured by tools/benchmark.py, never asserted."""
 import pytest
 
-from backbones.benchmark import REFERENCE, Timing, format_table, plot, time_callable, top1
+from backbones.export.benchmark import REFERENCE, Timing, format_table, plot, time_callable, top1
 
 
 def test_time_callable_reports_median_and_p90():
@@ -24,7 +24,7 @@ def test_ratios_table_and_plot(tmp_path):
 
 
 def test_interleaved_timing_gives_every_model_its_share():
-    from backbones.benchmark import time_interleaved
+    from backbones.export.benchmark import time_interleaved
     calls = {'a': 0, 'b': 0}
 
     def make(name):
@@ -39,6 +39,6 @@ def test_interleaved_timing_gives_every_model_its_share():
 
 
 def test_eager_table():
-    from backbones.benchmark import EagerTiming, format_eager_table
+    from backbones.export.benchmark import EagerTiming, format_eager_table
     table = format_eager_table([EagerTiming('efficientformerv2_s0', 8, 2, 90.0, 100.0)], 'test machine')
     assert '| efficientformerv2_s0 | 8 | 2 | 90.0 | 100.0 | 0.90 |' in table

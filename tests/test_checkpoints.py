@@ -3,27 +3,49 @@ import pytest
 import torch
 
 from backbones import EdgeViT, EfficientFormerV2
-from backbones.checkpoint import (convert_full_checkpoint, convert_state_dict, detect_layout,
-                                  extract_state_dict, guess_arch, load_pretrained)
-from backbones.edgevit import convert_edgevit_official
-from backbones.efficientformer_v2 import convert_efficientformerv2_official, convert_efficientformerv2_timm
+from backbones.checkpoints.layouts import LAYOUTS, convert_full_checkpoint, convert_state_dict, detect_layout
+from backbones.checkpoints.loading import extract_state_dict, guess_arch, load_pretrained
+
+
+def convert_efficientformerv2_official(sd):
+    return LAYOUTS['efficientformerv2-official-dense' if any(k.endswith('_seg') for k in sd)
+                   else 'efficientformerv2-official-classification'].convert(sd)
+
+
+def convert_efficientformerv2_timm(sd):
+    return LAYOUTS['efficientformerv2'].convert(sd)
+
+
+def convert_edgevit_official(sd):
+    return LAYOUTS['edgevit-official'].convert(sd)
 
 
 def _float(sd):
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
-CASES = [('edgevit_xxs.pt', 'edgevit-official', EdgeViT, dict(arch='xxs')),
-         ('edgevit_xs.pt', 'edgevit-official', EdgeViT, dict(arch='xs')),
-         ('efficientformerv2_s0_cls.pt', 'efficientformerv2-official-classification', EfficientFormerV2,
-          dict(arch='s0')),
-         ('efficientformerv2_s0_dense512.pt', 'efficientformerv2-official-dense', EfficientFormerV2,
+TINY_EDGEVIT = dict(depths=(1, 1, 2, 1), widths=(16, 32, 64, 96), head_dim=16, mlp_ratio=4.,
+                    sr_ratios=(4, 2, 2, 1), qkv_bias=True)
+TINY_EFFICIENTFORMERV2 = dict(depths=(1, 1, 2, 2), widths=(16, 24, 32, 48), num_vit=1, drop_path_rate=0.0,
+                              mlp_ratios=((4,), (4,), (4, 3), (4, 3)))
+# (file, True for the compact references shipped in tests/data, detected layout, class, kwargs)
+CASES = [('edgevit_tiny.pt', True, 'edgevit-official', EdgeViT, dict(arch=TINY_EDGEVIT)),
+         ('efficientformerv2_tiny_cls64.pt', True, 'efficientformerv2-official-classification', EfficientFormerV2,
+          dict(arch=TINY_EFFICIENTFORMERV2, resolution=64)),
+         ('efficientformerv2_tiny_dense128.pt', True, 'efficientformerv2-official-dense', EfficientFormerV2,
+          dict(arch=TINY_EFFICIENTFORMERV2, resolution=128)),
+         ('edgevit_xxs.pt', False, 'edgevit-official', EdgeViT, dict(arch='xxs')),
+         ('edgevit_xs.pt', False, 'edgevit-official', EdgeViT, dict(arch='xs')),
+         ('efficientformerv2_s0_cls_biased.pt', False, 'efficientformerv2-official-classification',
+          EfficientFormerV2, dict(arch='s0')),
+         ('efficientformerv2_s0_dense512_biased.pt', False, 'efficientformerv2-official-dense', EfficientFormerV2,
           dict(arch='s0', resolution=512))]
 
 
-@pytest.mark.parametrize('name,layout,cls,kwargs', CASES)
-def test_conversion_is_pure_idempotent_and_complete(reference, name, layout, cls, kwargs):
-    official = _float(reference(name)['state_dict'])
+@pytest.mark.parametrize('name,compact,layout,cls,kwargs', CASES, ids=[c[0] for c in CASES])
+def test_conversion_is_pure_idempotent_and_complete(request, name, compact, layout, cls, kwargs):
+    source = request.getfixturevalue('compact_reference' if compact else 'reference')
+    official = _float(source(name)['state_dict'])
     snapshot = dict(official)
     converted, detected = convert_state_dict(official)
     assert detected == layout
@@ -38,7 +60,7 @@ def test_conversion_is_pure_idempotent_and_complete(reference, name, layout, cls
 
 
 def test_index_buffers_are_optional(reference):
-    official = _float(reference('efficientformerv2_s0_dense512.pt')['state_dict'])
+    official = _float(reference('efficientformerv2_s0_dense512_biased.pt')['state_dict'])
     without = {k: v for k, v in official.items() if 'attention_bias_idxs' not in k}
     a = convert_efficientformerv2_official(official)
     b = convert_efficientformerv2_official(without)
@@ -58,22 +80,22 @@ def test_timm_layout_detected_and_idempotent():
 
 
 @pytest.mark.parametrize('wrapper', ['state_dict', 'model', None])
-def test_wrappers_prefix_and_ddp(reference, tmp_path, wrapper):
-    sd = _float(reference('edgevit_xxs.pt')['state_dict'])
+def test_wrappers_prefix_and_ddp(compact_reference, tmp_path, wrapper):
+    sd = _float(compact_reference('edgevit_tiny.pt')['state_dict'])
     full = {'backbone.' + k: v for k, v in sd.items()}
     full['neck.conv.weight'] = torch.zeros(1)
     full = {'module.' + k: v for k, v in full.items()}
     ckpt = {wrapper: full, 'meta': {'epoch': 3}} if wrapper else full
     path = tmp_path / 'det.pth'
     torch.save(ckpt, path)
-    model = EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    model = EdgeViT(TINY_EDGEVIT, init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     model.init_weights()
     assert torch.equal(model.stages[0].downsample.proj.weight, sd['patch_embed1.proj.weight'])
     # without a prefix the backbone part of a whole-model checkpoint is found too
-    model = EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = EdgeViT(TINY_EDGEVIT, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
-    assert torch.equal(model.stages[3].blocks[1].global_attn.attn.qkv.weight,
-                       sd['blocks4.1.SelfAttn.attn.qkv.weight'])
+    assert torch.equal(model.stages[2].blocks[1].global_attn.attn.qkv.weight,
+                       sd['blocks3.1.SelfAttn.attn.qkv.weight'])
     with pytest.raises(ValueError, match='prefix'):
         extract_state_dict(ckpt, prefix='detector.')
 
@@ -85,7 +107,7 @@ def test_wrong_arch_is_refused_and_named(reference, tmp_path):
     with pytest.raises(ValueError, match=r"EdgeViT\(arch='xs'\)"):
         load_pretrained(EfficientFormerV2('s0'), str(path))
     with pytest.raises(ValueError, match=r"EfficientFormerV2\(arch='s0'\)"):
-        load_pretrained(EfficientFormerV2('s1'), str(reference.folder / 'efficientformerv2_s0_cls.pt'))
+        load_pretrained(EfficientFormerV2('s1'), str(reference.folder / 'efficientformerv2_s0_cls_biased.pt'))
     family, arch, score = guess_arch(convert_state_dict(_float(reference('edgevit_xxs.pt')['state_dict']))[0])
     assert (family, arch) == ('EdgeViT', 'xxs') and score > 0.9
     # mostly unmatched
@@ -96,21 +118,21 @@ def test_wrong_arch_is_refused_and_named(reference, tmp_path):
         load_pretrained(EdgeViT('xxs'), str(tmp_path / 'missing.pth'))
 
 
-def test_partial_checkpoint_loads_and_reports(reference, tmp_path, caplog):
-    sd = _float(reference('edgevit_xxs.pt')['state_dict'])
-    partial = {k: v for k, v in sd.items() if not k.startswith('blocks4.1.')}
+def test_partial_checkpoint_loads_and_reports(compact_reference, tmp_path, caplog):
+    sd = _float(compact_reference('edgevit_tiny.pt')['state_dict'])
+    partial = {k: v for k, v in sd.items() if not k.startswith('blocks3.1.')}
     partial['extra.weight'] = torch.zeros(2)
     torch.save(partial, tmp_path / 'partial.pth')
-    report = load_pretrained(EdgeViT('xxs'), str(tmp_path / 'partial.pth'))
+    report = load_pretrained(EdgeViT(TINY_EDGEVIT), str(tmp_path / 'partial.pth'))
     assert report['unexpected'] == ['extra.weight']
-    assert any(k.startswith('stages.3.blocks.1.') for k in report['missing'])
+    assert any(k.startswith('stages.2.blocks.1.') for k in report['missing'])
     assert 'head.weight' in report['ignored']
 
 
 def test_classification_biases_in_dense_models(reference):
     """224 ImageNet tables: zero in 'official' mode (as the official recipe), resized in 'table'."""
-    path = str(reference.folder / 'efficientformerv2_s0_cls.pt')
-    official = _float(reference('efficientformerv2_s0_cls.pt')['state_dict'])
+    path = str(reference.folder / 'efficientformerv2_s0_cls_biased.pt')
+    official = _float(reference('efficientformerv2_s0_cls_biased.pt')['state_dict'])
     dense = EfficientFormerV2('s0', resolution=512, bias_mode='official')
     load_pretrained(dense, path)
     table = dense.stages[3].blocks[3].token_mixer.bias.attention_biases
@@ -125,14 +147,14 @@ def test_classification_biases_in_dense_models(reference):
     constant = module.resize_table(torch.full((8, 49), 0.5))
     torch.testing.assert_close(constant, torch.full((8, 256), 0.5))
     # a dense checkpoint made for another resolution is refused in 'official' mode
-    dense_path = str(reference.folder / 'efficientformerv2_s0_dense512.pt')
+    dense_path = str(reference.folder / 'efficientformerv2_s0_dense512_biased.pt')
     with pytest.raises(ValueError, match="resolution"):
         load_pretrained(EfficientFormerV2('s0', resolution=800), dense_path)
     load_pretrained(EfficientFormerV2('s0', resolution=800, bias_mode='table'), dense_path)
 
 
 def test_convert_full_detector_checkpoint(reference):
-    official = _float(reference('efficientformerv2_s0_dense512.pt')['state_dict'])
+    official = _float(reference('efficientformerv2_s0_dense512_biased.pt')['state_dict'])
     full = {'backbone.' + k: v for k, v in official.items()}
     full['neck.lateral_convs.0.conv.weight'] = torch.ones(1)
     converted = convert_full_checkpoint(full)
@@ -145,7 +167,7 @@ def test_convert_tool(reference, tmp_path):
     import subprocess
     import sys
     from .conftest import ROOT
-    src = reference.folder / 'efficientformerv2_s0_dense512.pt'
+    src = reference.folder / 'efficientformerv2_s0_dense512_biased.pt'
     dst = tmp_path / 'out' / 's0.pth'
     run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'), str(src), str(dst)],
                          capture_output=True, text=True, check=True)

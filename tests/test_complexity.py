@@ -1,13 +1,14 @@
 """Parameters and MACs of the classification models at 224 against the papers' table.
 
-The figures are read from ../shared/PAPERS.md itself, so the package's own copy
-(backbones.zoo.IMAGENET, used by tools) is checked too.
+The figures are read from PAPERS.md itself (../shared/PAPERS.md, or the copy in tests/data), so the package's own copy
+(the families' `paper` figures, used by tools) is checked too.
 """
 import re
 
 import pytest
 
-from backbones.zoo import IMAGENET, agrees, imagenet_table
+from backbones.analysis.complexity import imagenet_table
+from backbones.analysis.papers import agrees, imagenet_figures
 
 NAMES = {'EdgeViT-XXS': 'edgevit_xxs', 'EdgeViT-XS': 'edgevit_xs', 'EdgeViT-S': 'edgevit_s',
          'EfficientFormerV2-S0': 'efficientformerv2_s0', 'EfficientFormerV2-S1': 'efficientformerv2_s1',
@@ -15,8 +16,8 @@ NAMES = {'EdgeViT-XXS': 'edgevit_xxs', 'EdgeViT-XS': 'edgevit_xs', 'EdgeViT-S': 
 
 
 @pytest.fixture(scope='module')
-def papers(reference):
-    text = (reference.folder.parent / 'PAPERS.md').read_text()
+def papers(papers_text):
+    text = papers_text
     section = text.split('## ImageNet-1K classification')[1].split('\n## ')[0]
     rows = {}
     for line in section.splitlines():
@@ -31,7 +32,7 @@ def papers(reference):
 
 
 def test_package_figures_match_papers_md(papers):
-    assert IMAGENET == papers
+    assert imagenet_figures() == papers
 
 
 def test_params_and_macs_agree_with_the_papers(papers):

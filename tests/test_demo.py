@@ -1,10 +1,13 @@
-"""The main job, end to end at a tiny size (the real defaults run in CI through tools/run.sh)."""
+"""The main job, end to end at a tiny size (the defaults are what `bash tools/run.sh` runs)."""
 import json
 import os
 
-from backbones.demo import format_results, run_demo
+import pytest
+
+from backbones.demo.job import format_results, run_demo
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path):
     results = run_demo(work_dir=str(tmp_path), num_train=6, num_val=2, size=64, det_iters=2, seg_iters=2,
                        batch_size=2, num_vis=2)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from backbones import EdgeViT, EfficientFormerV2
-from backbones.deploy import ConvLayerNorm2d, MatmulLayerNorm, prepare_for_export
+from backbones.export.prepare import ConvLayerNorm2d, MatmulLayerNorm, prepare_for_export
 from backbones.edgevit import PatchSpread
 from backbones.layers import LayerNorm2d, Linear2d, Subsample
 

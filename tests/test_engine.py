@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from backbones.demo import detection_config
-from backbones.synthetic import make_dataset
+from backbones.demo.configs import detection_config
+from backbones.demo.dataset import make_dataset
 
 from .conftest import ROOT
 
@@ -44,6 +44,7 @@ def _weights(path):
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights(tiny_config, tmp_path):
     straight, interrupted = tmp_path / 'straight', tmp_path / 'interrupted'
     _tool('tools/train.py', tiny_config, '--work-dir', str(straight))
@@ -65,6 +66,7 @@ def test_resume_reaches_the_same_weights(tiny_config, tmp_path):
     assert 'coco/bbox_mAP' in run.stdout + run.stderr and out.exists()
 
 
+@pytest.mark.slow
 def test_launcher_pytorch_two_cpu_processes(tiny_config, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1')
     run = subprocess.run(['bash', 'tools/dist_train.sh', tiny_config, '2', '--work-dir', str(tmp_path / 'ddp'),
@@ -78,7 +80,7 @@ def test_launcher_pytorch_two_cpu_processes(tiny_config, tmp_path):
 
 
 def test_bad_arguments_are_explained(tiny_config, tmp_path):
-    from backbones.engine import prepare_test_config, prepare_train_config
+    from backbones.runtime.engine import prepare_test_config, prepare_train_config
     with pytest.raises(FileNotFoundError, match='config file'):
         prepare_train_config('configs/detection/no_such.py')
     with pytest.raises(FileNotFoundError, match='no such checkpoint'):

@@ -3,14 +3,19 @@ host-side post-processing against mmdet's own predict; Core ML conversion."""
 import pytest
 import torch
 
-from backbones.deploy import prepare_for_export
-from backbones.export import (DenseDetector, MissingExtra, Target, build_target, export, image_meta,
-                              mask_rcnn_postprocess, require, retinanet_postprocess, run_executorch, run_onnx)
-from backbones.flops import build_model_from_config
+from backbones.export.prepare import prepare_for_export
+from backbones.export.convert import export
+from backbones.export.formats import MissingExtra, require, run_exported
+from backbones.export.targets import (DenseDetector, Target, build_target, mask_rcnn_postprocess,
+                                      retinanet_postprocess)
+from backbones.runtime.models import image_meta
+
+from backbones.runtime.models import build_model_from_config
 
 from .conftest import ROOT
 
 pytest.importorskip('executorch', reason='the [export] extra is not installed')
+pytestmark = pytest.mark.slow  # every test here lowers a graph
 SIZE = (128, 160)
 DET = ROOT / 'configs' / 'detection'
 
@@ -80,7 +85,7 @@ def test_retinanet_executorch_plus_host_equals_mmdet_predict(tmp_path):
     meta = image_meta(SIZE)
     with torch.no_grad():
         expected = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0]
-    ours = retinanet_postprocess(model, run_executorch(result.path, x), meta)
+    ours = retinanet_postprocess(model, run_exported(result.path, x), meta)
     _same_predictions(ours, expected)
 
 
@@ -98,7 +103,7 @@ def test_mask_rcnn_onnx_plus_host_equals_mmdet_predict(tmp_path):
     x = _image(1)
     result = export(target, 'onnx', str(tmp_path), example=x)
     assert result.max_rel_diff < 1e-4, result.describe()
-    assert len(run_onnx(result.path, x)) == 5 + 2 * 5  # FPN levels, RPN scores and deltas per level
+    assert len(run_exported(result.path, x)) == 5 + 2 * 5  # FPN levels, RPN scores and deltas per level
     meta = image_meta(SIZE)
     with torch.no_grad():
         expected = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0].pred_instances

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from backbones import EdgeViT, EfficientFormerV2
-from backbones import synthetic
-from backbones.synthetic import make_dataset
+from backbones.demo import dataset as synthetic
+from backbones.demo.dataset import make_dataset
 
 from .conftest import ROOT
 
@@ -82,7 +82,7 @@ def test_edgevit_width_below_head_dim():
 
 # ---------------------------------------------------------------- export
 def test_export_size_too_small_names_the_size_not_resolution():
-    from backbones.export import build_target
+    from backbones.export.targets import build_target
     for size in ((16, 16), (16, 64), (0, 0), (-32, 32)):
         with pytest.raises(ValueError, match='too small.*at least 32') as err:
             build_target('efficientformerv2_s0', size)
@@ -111,9 +111,10 @@ def test_export_tool_read_only_out_dir(tmp_path, capsys):
 
 
 def test_export_tool_formats_match_the_library():
-    import backbones.export as library
+    import backbones.export.formats as formats
+    import backbones.export.targets as targets
     tool = _tool('export')
-    assert tool.FORMATS == library.FORMATS and tool.MIN_SIDE == library.MIN_SIDE
+    assert tool.FORMATS == tuple(formats.FORMATS) and tool.MIN_SIDE == targets.MIN_SIDE
 
 
 def test_export_tool_help_and_argument_errors_import_no_torch():
@@ -153,7 +154,7 @@ def test_demo_tool_argument_errors(tmp_path, capsys):
 
 
 def test_run_demo_checks_configs_before_generating_data(tmp_path):
-    from backbones.demo import run_demo
+    from backbones.demo.job import run_demo
     with pytest.raises(ValueError, match='is a detection config'):
         run_demo(work_dir=str(tmp_path / 'demo'), det_config=None, seg_config=DET_CONFIG)
     assert not (tmp_path / 'demo' / 'data').exists()

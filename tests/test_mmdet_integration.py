@@ -26,7 +26,7 @@ def test_load_from_official_dense_detector_checkpoint(reference, tmp_path):
     from mmengine.runner.checkpoint import load_checkpoint
     model = _retinanet(tmp_path, "type='EfficientFormerV2', arch='s0', resolution=512", (32, 48, 96, 176))
     official = {k: v.float() if v.is_floating_point() else v
-                for k, v in reference('efficientformerv2_s0_dense512.pt')['state_dict'].items()}
+                for k, v in reference('efficientformerv2_s0_dense512_biased.pt')['state_dict'].items()}
     others = {k: torch.randn_like(v) if v.is_floating_point() else v
               for k, v in model.state_dict().items() if not k.startswith('backbone.')}
     ckpt = {'state_dict': {**{'backbone.' + k: v for k, v in official.items()}, **others},

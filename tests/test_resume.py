@@ -1,4 +1,4 @@
-"""Exact resume with the shipped configs' randomness on (backbones.resume.RandomStateHook).
+"""Exact resume with the shipped configs' randomness on (backbones.runtime.resume.RandomStateHook).
 
 Each run trains the shipped model and augmentation at a tiny size in this process: once
 uninterrupted, once interrupted half-way and resumed by a fresh Runner; the final weights
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from backbones.demo import detection_config, segmentation_config
-from backbones.engine import build_runner, prepare_train_config
-from backbones.resume import CHECKPOINT_KEY, get_rng_state, set_rng_state
-from backbones.synthetic import make_dataset
+from backbones.demo.configs import detection_config, segmentation_config
+from backbones.runtime.engine import build_runner, prepare_train_config
+from backbones.runtime.resume import CHECKPOINT_KEY, get_rng_state, set_rng_state
+from backbones.demo.dataset import make_dataset
 
 from .conftest import ROOT
 
@@ -129,7 +129,7 @@ def test_resume_with_nothing_to_resume_says_so(data_roots, tmp_path, capsys):
 
 
 def test_validation_leaves_the_training_random_streams_alone():
-    from backbones.resume import RandomStateHook
+    from backbones.runtime.resume import RandomStateHook
     hook = RandomStateHook()
     torch.manual_seed(3), np.random.seed(3), random.seed(3)
     expected = (torch.rand(2), np.random.rand(2), random.random())
@@ -149,7 +149,7 @@ def test_load_from_restores_no_random_states():
     """after_load_checkpoint runs for ``load_from`` (fine-tuning) too: nothing is restored then."""
     from types import SimpleNamespace
 
-    from backbones.resume import RandomStateHook
+    from backbones.runtime.resume import RandomStateHook
     torch.manual_seed(5)
     saved = get_rng_state()
     torch.manual_seed(6)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from backbones.synthetic import CLASSES, class_names, make_dataset
+from backbones.demo.dataset import CLASSES, class_names, make_dataset
 
 
 def _digest(root):
@@ -53,7 +53,8 @@ def test_coco_annotations_are_consistent(dataset):
 
 
 def test_mmdet_and_mmseg_read_it_with_the_project_configs(dataset):
-    from backbones.demo import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, detection_config, segmentation_config
+    from backbones.demo.job import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG
+    from backbones.demo.configs import detection_config, segmentation_config
     from mmdet.registry import DATASETS as DET_DATASETS
     from mmdet.utils import register_all_modules as det_modules
     from mmseg.registry import DATASETS as SEG_DATASETS

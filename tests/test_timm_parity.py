@@ -61,22 +61,28 @@ def test_stage_features_match_timm(arch, tmp_path):
             assert rel_err(classifier(x), ref(x)) < 1e-4
 
 
-def test_classification_reference_matches_timm_layout(reference, tmp_path):
-    """The official classification file, converted, runs in timm and in ours alike."""
-    from backbones.checkpoint import convert_state_dict
-    official = {k: v.float() if v.is_floating_point() else v
-                for k, v in reference('efficientformerv2_s0_cls.pt')['state_dict'].items()}
+def test_official_classification_layout_runs_in_timm_and_ours(compact_reference):
+    """The official classification file (compact reference), converted, runs in timm and in
+    ours alike, and both give the official logits."""
+    from timm.models.efficientformer_v2 import EfficientFormerV2 as TimmEfficientFormerV2
+    from backbones.checkpoints.layouts import convert_state_dict
+    from .test_reference_parity import TINY_EFFICIENTFORMERV2 as arch
+    name = 'efficientformerv2_tiny_cls64.pt'
+    ref = compact_reference(name)
+    official = {k: v.float() if v.is_floating_point() else v for k, v in ref['state_dict'].items()}
     ours, layout = convert_state_dict(official)
     assert layout == 'efficientformerv2-official-classification'
-    timm_model = timm.create_model('efficientformerv2_s0', pretrained=False).eval()
+    timm_model = TimmEfficientFormerV2(depths=arch['depths'], embed_dims=arch['widths'], mlp_ratios=arch['mlp_ratios'],
+                                       num_vit=arch['num_vit'], img_size=64, num_classes=10).eval()
     timm_sd = {k.replace('bias.attention_biases', 'attention_biases'): v for k, v in ours.items()}
     missing, unexpected = timm_model.load_state_dict(timm_sd, strict=False)
     assert not unexpected and all(k.endswith('attention_bias_idxs') for k in missing)
-    model = EfficientFormerV2('s0', init_cfg=dict(type='Pretrained', checkpoint=str(
-        reference.folder / 'efficientformerv2_s0_cls.pt')))
+    model = EfficientFormerV2(arch, resolution=64, init_cfg=dict(type='Pretrained', checkpoint=str(
+        compact_reference.folder / name)))
     model.init_weights()
     model.eval()
-    x = reference('efficientformerv2_s0_cls.pt')['cases'][0]['input'].float()
+    x = ref['cases'][0]['input'].float()
     with torch.no_grad():
         for a, b in zip(model(x), timm_model.forward_intermediates(x, intermediates_only=True)):
             assert rel_err(a, b) < 1e-4
+        assert rel_err(timm_model(x), ref['cases'][0]['logits']) < 1e-4

@@ -15,21 +15,21 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from dataclasses import asdict
 
-warnings.filterwarnings('ignore')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None) -> int:
-    from backbones.benchmark import (BACKBONES, eager_comparison, format_eager_table, format_table, machine_description,
-                                     plot, run_benchmark)
+    from backbones.export.benchmark import (eager_comparison, format_eager_table, format_table, machine_description,
+                                            plot, run_benchmark, timed_formats)
+    from backbones.registry import variant_names
+    from backbones.runtime.cli import add_size_argument, quiet_third_party_warnings
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('models', nargs='*', help='backbone names or config files (default: the seven backbones)')
-    parser.add_argument('--size', type=int, nargs=2, default=(224, 224), metavar=('H', 'W'))
+    parser.add_argument('models', nargs='*', help='backbone names or config files (default: every registered backbone)')
+    add_size_argument(parser, (224, 224))
     parser.add_argument('--formats', nargs='+', default=['executorch', 'executorch-int8', 'onnx'],
-                        choices=['executorch', 'executorch-int8', 'onnx'])
+                        choices=timed_formats())
     parser.add_argument('--threads', type=int, nargs='+', default=[1, os.cpu_count() or 1])
     parser.add_argument('--seconds', type=float, default=3.0, help='timing window per model (default 3 s)')
     parser.add_argument('--reuse', action='store_true',
@@ -37,8 +37,9 @@ def main(argv=None) -> int:
     parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
+    quiet_third_party_warnings()
     machine = machine_description()
-    timings = run_benchmark(args.models or BACKBONES, tuple(args.size), args.formats,
+    timings = run_benchmark(args.models or variant_names(), tuple(args.size), args.formats,
                             sorted(set(args.threads)), args.seconds, args.out_dir,
                             log=lambda s: print(s, flush=True), reuse=args.reuse)
     table = format_table(timings, machine)

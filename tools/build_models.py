@@ -4,26 +4,25 @@ count and the backbone / FPN output shapes for one image."""
 import argparse
 import os
 import sys
-import warnings
 
-# mmengine's config loader imports the deprecated pkg_resources; not actionable here
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.detectors import BACKBONE_CFGS, describe_retinanets  # noqa: E402
+from backbones.analysis.complexity import describe_retinanets  # noqa: E402
+from backbones.registry import variant_names  # noqa: E402
+from backbones.runtime.cli import add_size_argument, quiet_third_party_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('backbones', nargs='*', metavar='BACKBONE',
-                        help=f'any of {", ".join(BACKBONE_CFGS)} (default: all)')
-    parser.add_argument('--size', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'),
-                        help='input height and width (default: 512 512)')
+                        help=f'any of {", ".join(variant_names())} (default: all)')
+    add_size_argument(parser, (512, 512))
     args = parser.parse_args(argv)
-    unknown = [b for b in args.backbones if b not in BACKBONE_CFGS]
+    quiet_third_party_warnings()
+    unknown = [b for b in args.backbones if b not in variant_names()]
     if unknown:
-        parser.error(f'unknown backbone(s) {unknown}; choose from {list(BACKBONE_CFGS)}')
-    names = args.backbones or list(BACKBONE_CFGS)
+        parser.error(f'unknown backbone(s) {unknown}; choose from {variant_names()}')
+    names = args.backbones or variant_names()
     print(f'RetinaNet with each backbone, input 1x3x{args.size[0]}x{args.size[1]}', flush=True)
     for row in describe_retinanets(names, *args.size):
         print(f'\n{row["name"]}: RetinaNet {row["params"]:.2f}M params (backbone {row["backbone_params"]:.2f}M)')

@@ -13,16 +13,15 @@ has its backbone part converted and everything else kept, so the result works wi
 import argparse
 import os
 import sys
-import warnings
 
-# mmengine's config loader imports the deprecated pkg_resources; not actionable here
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.checkpoint import convert_checkpoint_file  # noqa: E402
+from backbones.checkpoints.loading import convert_checkpoint_file  # noqa: E402
+from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
+    quiet_third_party_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='checkpoint to convert (.pth / .pt)')
     parser.add_argument('dst', help='where to write the converted checkpoint')

@@ -9,16 +9,16 @@ image size and schedule are options. Defaults took 8.3 minutes on 2 idle CPU cor
 import argparse
 import os
 import sys
-import warnings
 
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.demo import (DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, check_config_task,  # noqa: E402
-                            check_writable_dir, format_results, run_demo)
+from backbones.demo.configs import check_config_task  # noqa: E402
+from backbones.demo.job import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, format_results, run_demo  # noqa: E402
+from backbones.runtime.cli import check_writable_dir, quiet_third_party_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
+    quiet_third_party_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/demo', help='outputs (default: work_dirs/demo)')
     parser.add_argument('--data-root', help='where the dataset is written (default: WORK_DIR/data)')

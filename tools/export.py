@@ -11,37 +11,19 @@ images, else random inputs), onnx (opset 18, onnxruntime), coreml (.mlpackage; p
 needs macOS), tflite (litert-torch, the [tflite] extra). Each export prints its file size,
 the fraction of operators delegated (ExecuTorch) and the largest difference from eager.
 Detectors export backbone + neck + dense heads; anchor decoding, NMS and RoI stages run on
-the host (backbones.export.retinanet_postprocess / mask_rcnn_postprocess).
+the host (backbones.export.targets.retinanet_postprocess / mask_rcnn_postprocess).
 """
 import argparse
-import glob
 import os
 import sys
 import tempfile
-import warnings
 
-warnings.filterwarnings('ignore')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Known here without importing torch, so that --help and argument errors answer at once;
-# tests/test_faults.py checks they match backbones.export.FORMATS / MIN_SIDE.
+# tests/test_faults.py checks they match backbones.export's FORMATS / MIN_SIDE.
 FORMATS = ('executorch', 'executorch-int8', 'onnx', 'coreml', 'tflite')
 MIN_SIDE = 32
-
-
-def _calibration(folder, size, count=16):
-    import mmcv
-    import torch
-    paths = sorted(glob.glob(os.path.join(folder, '*.jpg')) + glob.glob(os.path.join(folder, '*.png')))[:count]
-    if not paths:
-        raise SystemExit(f'--calib {folder}: no .jpg/.png images found')
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
-    out = []
-    for p in paths:
-        img = mmcv.imresize(mmcv.imread(p, channel_order='rgb'), (size[1], size[0]))
-        out.append(((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None])
-    return out
 
 
 def writable_dir(path: str) -> str:
@@ -93,9 +75,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from backbones.export import MissingExtra, build_target, export  # heavy: torch, mmdet, the export stacks
+    # heavy: torch, mmdet, the export stacks
+    from backbones.export.convert import calibration_images, export
+    from backbones.export.formats import MissingExtra
+    from backbones.export.targets import build_target
+    from backbones.runtime.cli import quiet_third_party_warnings
+    quiet_third_party_warnings()
     target = build_target(args.model, tuple(args.size), args.checkpoint)
-    calibration = _calibration(args.calib, args.size) if args.calib else None
+    calibration = calibration_images(args.calib, tuple(args.size)) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
     failed = 0
     for fmt in args.formats:

@@ -9,19 +9,13 @@ papers' figures. FLOPs: mmengine FlopAnalyzer, one multiply-add = 1 (as the pape
 import argparse
 import os
 import sys
-import warnings
 
-warnings.filterwarnings('ignore')  # mmengine / mmdet deprecation notes while tracing
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backbones.flops import PAPER_MODELS, all_configs, backbone_label, config_name, model_complexity  # noqa: E402
-
-
-def _row(path, shape):
-    c = model_complexity(path, shape)
-    paper = PAPER_MODELS.get(config_name(path), {})
-    return c, paper
+from backbones.analysis.complexity import (all_configs, complexity_rows, format_complexity_markdown,  # noqa: E402
+                                           format_complexity_row)
+from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,30 +30,20 @@ def main(argv=None) -> int:
         parser.error('give a CONFIG, or --table for all configs')
     if args.config and not os.path.isfile(args.config):
         parser.error(f'{args.config}: no such config file')
+    quiet_third_party_warnings()
     if not args.table:
-        c, paper = _row(args.config, args.shape)
-        print(f'{config_name(args.config)} at {c["height"]}x{c["width"]}:')
-        print(f'  params {c["params"]:.2f} M (backbone {c["backbone_params"]:.2f} M)'
+        [r] = complexity_rows([args.config], args.shape)
+        paper = r['paper']
+        print(f'{r["name"]} at {r["height"]}x{r["width"]}:')
+        print(f'  params {r["params"]:.2f} M (backbone {r["backbone_params"]:.2f} M)'
               + (f'; paper {paper["params"]} M' if 'params' in paper else ''))
-        print(f'  GFLOPs {c["gflops"]:.1f} (backbone {c["backbone_gflops"]:.1f})'
+        print(f'  GFLOPs {r["gflops"]:.1f} (backbone {r["backbone_gflops"]:.1f})'
               + (f'; paper {paper["gflops"]}' if 'gflops' in paper else ''))
         return 0
-    rows = []
-    for path in all_configs(ROOT):
-        c, paper = _row(path, args.shape)
-        rows.append((path, c, paper))
-        if not args.markdown:
-            print(f'{config_name(path):<52} {c["params"]:>7.2f}M {c["gflops"]:>8.1f}G  '
-                  f'paper: {paper.get("params", "-"):>5}M {paper.get("gflops", "-"):>5}G  '
-                  f'AP {paper.get("box_ap", "-")} mask {paper.get("mask_ap", "-")} mIoU {paper.get("miou", "-")}',
-                  flush=True)
+    log = None if args.markdown else (lambda line: print(line, flush=True))
+    rows = complexity_rows(all_configs(ROOT), args.shape, log=log)
     if args.markdown:
-        print('| config | backbone | params (M) | paper | GFLOPs | paper | paper box AP | mask AP | mIoU |')
-        print('|---|---|---|---|---|---|---|---|---|')
-        for path, c, p in rows:
-            print(f'| `{config_name(path)}` | {backbone_label(path)} | {c["params"]:.1f} | {p.get("params", "—")} | '
-                  f'{c["gflops"]:.1f} | {p.get("gflops", "—")} | {p.get("box_ap", "—")} | {p.get("mask_ap", "—")} | '
-                  f'{p.get("miou", "—")} |')
+        print(format_complexity_markdown(rows))
     return 0
 
 

@@ -4,19 +4,20 @@ parameters and FLOPs at the papers' input sizes, and the papers' published resul
 import argparse
 import os
 import sys
-import warnings
 
-warnings.filterwarnings('ignore')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backbones.flops import all_configs, metafile, model_complexity  # noqa: E402
+from backbones.analysis.complexity import all_configs, model_complexity  # noqa: E402
+from backbones.analysis.metafile import metafile  # noqa: E402
+from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--out', default=os.path.join(ROOT, 'metafile.yml'), help='default: metafile.yml')
     args = parser.parse_args(argv)
+    quiet_third_party_warnings()
     rows = []
     for path in all_configs(ROOT):
         rows.append((path, model_complexity(path)))

@@ -7,32 +7,25 @@
 import argparse
 import os
 import sys
-import warnings
 
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from backbones.engine import prepare_test_config, setup_launcher_env, test  # noqa: E402
+from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings  # noqa: E402
+from backbones.runtime.engine import prepare_test_config, setup_launcher_env, test  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='test config file')
     parser.add_argument('checkpoint', help='checkpoint to evaluate (ours, or an official one: see README)')
-    parser.add_argument('--work-dir', help='where logs and metrics go (default: work_dirs/<config name>)')
+    add_runner_arguments(parser, 'metrics')
     parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='write images with the predictions drawn to this folder')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (e.g. test_dataloader.dataset.data_root=...)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    quiet_third_party_warnings()
     args = parse_args(argv)
     setup_launcher_env(args.local_rank)
     cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,

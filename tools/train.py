@@ -7,20 +7,17 @@
 import argparse
 import os
 import sys
-import warnings
 
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from backbones.engine import prepare_train_config, setup_launcher_env, train  # noqa: E402
+from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings  # noqa: E402
+from backbones.runtime.engine import prepare_train_config, setup_launcher_env, train  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='train config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
+    add_runner_arguments(parser, 'checkpoints')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
                         help='resume from CHECKPOINT, or without one from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
@@ -29,15 +26,11 @@ def parse_args(argv=None):
                        help='scale the lr linearly with the total batch (the configs do by default)')
     scale.add_argument('--no-auto-scale-lr', dest='auto_scale_lr', action='store_const', const=False,
                        help="keep the config's lr whatever the total batch")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (e.g. train_cfg.max_epochs=1)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher (pytorch for torchrun, slurm for srun)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    quiet_third_party_warnings()
     args = parse_args(argv)
     setup_launcher_env(args.local_rank)
     cfg = prepare_train_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,

@@ -1,3 +1,6 @@
+# EfficientFormerV2-L Mask R-CNN 1x COCO.
+# Official: snap-research/EfficientFormer detection/configs/mask_rcnn_efficientformerv2_l_fpn_1x_coco.py.
+# Our choices are listed in the base's header.
 _base_ = './_base_/mask-rcnn_efficientformerv2_fpn_1x_coco.py'
 
 # ImageNet-1k initialisation of the backbone: EfficientFormerV2-L checkpoint: the official 450-epoch

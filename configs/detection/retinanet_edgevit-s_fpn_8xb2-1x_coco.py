@@ -1,3 +1,6 @@
+# EdgeViT-S RetinaNet 1x COCO.
+# Official: the PVT protocol the EdgeViT paper follows (EdgeViT has no dense configs).
+# Our choices are listed in the base's header.
 _base_ = './_base_/retinanet_edgevit_fpn_1x_coco.py'
 
 # ImageNet-1k initialisation of the backbone: EdgeViT-S checkpoint (official saic-fi/edgevit layout, or ours).

@@ -1,3 +1,5 @@
+# EfficientFormerV2-L RetinaNet 1x COCO.
+# No official recipe (the paper has no RetinaNet): our choice, described in the base.
 _base_ = './_base_/retinanet_efficientformerv2_fpn_1x_coco.py'
 
 # ImageNet-1k initialisation of the backbone: EfficientFormerV2-L checkpoint: the official 450-epoch

@@ -1,3 +1,6 @@
+# EdgeViT-XS Semantic FPN ADE20K 512x512.
+# Official: the PVT protocol the EdgeViT paper follows (EdgeViT has no dense configs).
+# Our choices are listed in the base's header.
 _base_ = './_base_/fpn_edgevit_8xb4-40k_ade20k-512x512.py'
 
 # ImageNet-1k initialisation of the backbone: EdgeViT-XS checkpoint (official saic-fi/edgevit layout, or ours).

@@ -1,3 +1,6 @@
+# EfficientFormerV2-S2 Semantic FPN ADE20K 512x512.
+# Official: snap-research/EfficientFormer segmentation/configs/sem_fpn/fpn_efficientformerv2_s2_ade20k_40k.py.
+# Our choices are listed in the base's header.
 _base_ = './_base_/fpn_efficientformerv2_8xb4-40k_ade20k-512x512.py'
 
 # ImageNet-1k initialisation of the backbone: EfficientFormerV2-S2 checkpoint: the official 450-epoch

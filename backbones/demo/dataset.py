@@ -230,7 +230,7 @@ def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple
                        num_val, height, width, seed, max_objects)
         for name in DATASET_DIRS:
             with open(os.path.join(tmp, name, MARKER), 'w') as f:
-                f.write('written by backbones.synthetic.make_dataset; see ../dataset.json\n')
+                f.write('written by backbones.demo.dataset.make_dataset; see ../dataset.json\n')
         # the old dataset's folders keep their ownership without the record...
         for name in owned:
             open(os.path.join(root, name, MARKER), 'a').close()

@@ -1,16 +1,10 @@
-"""Reading, converting and loading checkpoints of every supported layout.
+"""Checked loading of backbone checkpoints in any registered layout.
 
-Layouts (auto-detected by :func:`detect_layout`):
-
-* ``edgevit-official``: saic-fi/edgevit (``patch_embed1.``, ``blocks1.0.LocalAgg.`` ...)
-* ``edgevit``: ours
-* ``efficientformerv2-official-classification``: snap-research ``models/efficientformer_v2.py``
-* ``efficientformerv2-official-dense``: snap-research ``detection/backbonev2.py`` (``*_seg``)
-* ``efficientformerv2``: ours, which is timm's ``efficientformerv2_*`` layout
-
-Full detector / segmentor checkpoints work with ``prefix='backbone.'`` (also detected when
-no prefix is given). Conversion functions are pure and idempotent; :func:`load_pretrained`
-reports ignored keys and raises when a checkpoint does not fit the model.
+:func:`load_pretrained` is what ``init_cfg=dict(type='Pretrained', checkpoint=...)`` runs: it
+reads the file (:mod:`.io`), unwraps it, detects and converts the layout
+(:mod:`.layouts`), lets the model fit size-dependent tables, and refuses a checkpoint that
+does not fit, naming the variant it does fit (guessed over the family registry). Imports no
+family.
 """
 from __future__ import annotations
 
@@ -21,33 +15,13 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .compat import load_local_checkpoint
-from .edgevit import EdgeViT, convert_edgevit_official, is_edgevit_official
-from .efficientformer_v2 import (EfficientFormerV2, convert_efficientformerv2_official,
-                                 convert_efficientformerv2_timm, is_efficientformerv2_dense,
-                                 is_efficientformerv2_official)
+from ..registry import variants
+from .io import read_checkpoint
+from .layouts import DETECTOR, UNKNOWN, StateDict, convert_full_checkpoint, convert_state_dict, detect_layout, get_layout
 
-StateDict = Dict[str, torch.Tensor]
 CLASSIFIER_KEYS = ('head.', 'head_dist.', 'norm.')
-FAMILIES = {'EdgeViT': EdgeViT, 'EfficientFormerV2': EfficientFormerV2}
 # below this fraction of the model's weights found in a checkpoint, loading is refused
 MIN_MATCHED_FRACTION = 0.5
-
-
-def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
-    """Load a checkpoint file (local path, or any URL mmengine's loader knows).
-
-    Plain tensor checkpoints load with ``weights_only=True``; a checkpoint that also pickles
-    other objects (mmengine's ``meta``, message hubs) is loaded fully (see ``compat.py``).
-    """
-    if '://' in str(path):
-        from mmengine.runner import CheckpointLoader
-        return CheckpointLoader.load_checkpoint(path, map_location=map_location)
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file {path!r} does not exist; check init_cfg.checkpoint '
-                                '(or the path you passed)')
-    return load_local_checkpoint(path, map_location=map_location)
 
 
 def extract_state_dict(checkpoint: Any, prefix: Optional[str] = None) -> StateDict:
@@ -75,77 +49,36 @@ def extract_state_dict(checkpoint: Any, prefix: Optional[str] = None) -> StateDi
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
-def detect_layout(state_dict: StateDict) -> str:
-    """Name the layout of a backbone state dict (see the module docstring)."""
-    if is_edgevit_official(state_dict):
-        return 'edgevit-official'
-    if is_efficientformerv2_official(state_dict):
-        kind = 'dense' if is_efficientformerv2_dense(state_dict) else 'classification'
-        return f'efficientformerv2-official-{kind}'
-    keys = list(state_dict)
-    if any('.global_attn.' in k or '.local_agg.' in k for k in keys):
-        return 'edgevit'
-    if any(k.startswith('stem.conv1.') for k in keys):
-        has_head = any(k.startswith('head.') for k in keys)
-        return 'efficientformerv2-classification' if has_head else 'efficientformerv2'
-    if any(k.startswith('backbone.') for k in keys):
-        return 'detector'
-    return 'unknown'
-
-
-def convert_state_dict(state_dict: StateDict) -> Tuple[StateDict, str]:
-    """Any supported layout -> ours. Returns the converted dict and the detected layout."""
-    layout = detect_layout(state_dict)
-    if layout == 'edgevit-official':
-        return convert_edgevit_official(state_dict), layout
-    if layout.startswith('efficientformerv2-official'):
-        return convert_efficientformerv2_official(state_dict), layout
-    if layout.startswith('efficientformerv2'):
-        return convert_efficientformerv2_timm(state_dict), layout
-    return dict(state_dict), layout
-
-
-def convert_full_checkpoint(state_dict: StateDict, prefix: str = 'backbone.') -> StateDict:
-    """Convert the backbone part of a whole detector/segmentor state dict; the rest is kept."""
-    backbone = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if not backbone:
-        return convert_state_dict(state_dict)[0]
-    converted, _ = convert_state_dict(backbone)
-    out = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-    out.update({prefix + k: v for k, v in converted.items()})
-    return out
-
-
 def _shapes_on_meta(cls: type, arch: str) -> Dict[str, torch.Size]:
     with torch.device('meta'):
         model = cls(arch=arch)
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-_SHAPE_CACHE: Dict[Tuple[str, str], Dict[str, torch.Size]] = {}
+_SHAPE_CACHE: Dict[Tuple[type, str], Dict[str, torch.Size]] = {}
 
 
 def guess_arch(state_dict: StateDict) -> Tuple[str, str, float]:
-    """The (family, arch, fraction of matching weights) that best fits a converted state dict."""
+    """The (family, arch, fraction of matching weights) of the registered variant that best
+    fits a converted state dict."""
     best = ('unknown', '', 0.0)
-    for family, cls in FAMILIES.items():
-        for arch in cls.arch_settings:
-            key = (family, arch)
-            if key not in _SHAPE_CACHE:
-                _SHAPE_CACHE[key] = _shapes_on_meta(cls, arch)
-            shapes = _SHAPE_CACHE[key]
-            matched = sum(1 for k, v in state_dict.items()
-                          if k in shapes and shapes[k] == v.shape and not k.endswith('attention_biases'))
-            score = matched / max(len(shapes), 1)
-            if score > best[2]:
-                best = (family, arch, score)
+    for variant in variants():
+        key = (variant.cls, variant.arch)
+        if key not in _SHAPE_CACHE:
+            _SHAPE_CACHE[key] = _shapes_on_meta(variant.cls, variant.arch)
+        shapes = _SHAPE_CACHE[key]
+        matched = sum(1 for k, v in state_dict.items()
+                      if k in shapes and shapes[k] == v.shape and not k.endswith('attention_biases'))
+        score = matched / max(len(shapes), 1)
+        if score > best[2]:
+            best = (variant.family, variant.arch, score)
     return best
 
 
 def _describe_guess(state_dict: StateDict) -> str:
     family, arch, score = guess_arch(state_dict)
     if not arch or score < 0.2:
-        return 'it matches no EdgeViT or EfficientFormerV2 variant'
+        return 'it matches no registered variant'
     return f"it looks like {family}(arch='{arch}') ({score:.0%} of that model's weights match)"
 
 
@@ -158,13 +91,13 @@ def load_state_dict_checked(model: nn.Module, state_dict: StateDict, source: str
     Returns ``dict(missing=..., unexpected=..., ignored=...)``.
     """
     converted, layout = convert_state_dict(state_dict)
-    if layout == 'detector':
+    if layout == DETECTOR:
         raise ValueError(f"{source} is a whole detector/segmentor checkpoint; pass prefix='backbone.' "
                          '(init_cfg=dict(type=\'Pretrained\', checkpoint=..., prefix=\'backbone.\'))')
     ignored = sorted(k for k in converted if k.startswith(CLASSIFIER_KEYS))
     converted = {k: v for k, v in converted.items() if not k.startswith(CLASSIFIER_KEYS)}
     if hasattr(model, 'adapt_state_dict'):
-        from_classifier = layout.endswith('classification') or bool(ignored)
+        from_classifier = bool(getattr(get_layout(layout), 'classification', False) or ignored)
         converted = model.adapt_state_dict(converted, from_classifier)
     own = model.state_dict()
     name = f"{type(model).__name__}(arch={getattr(model, 'arch_name', '?')!r})"
@@ -197,7 +130,7 @@ def load_pretrained(model: nn.Module, checkpoint: str, prefix: Optional[str] = N
     """``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` for our backbones."""
     raw = read_checkpoint(checkpoint, map_location=map_location)
     state_dict = extract_state_dict(raw, prefix)
-    if not prefix and detect_layout(state_dict) == 'detector':
+    if not prefix and detect_layout(state_dict) == DETECTOR:
         print_log(f"{checkpoint}: a whole-model checkpoint; loading its 'backbone.' part", logger='current')
         state_dict = extract_state_dict(state_dict, 'backbone.')
     return load_state_dict_checked(model, state_dict, source=str(checkpoint))
@@ -211,7 +144,9 @@ def convert_checkpoint_file(src: str, dst: str, prefix: str = 'backbone.') -> Di
     """
     raw = read_checkpoint(src)
     state_dict = extract_state_dict(raw)
-    whole_model = any(k.startswith(prefix) for k in state_dict)
+    # (an EasyCV classifier keeps its backbone under `backbone.` too, but is one layout)
+    # a classifier layout may keep its backbone under `backbone.` too (EasyCV): that is one layout
+    whole_model = any(k.startswith(prefix) for k in state_dict) and detect_layout(state_dict) == DETECTOR
     if whole_model:
         converted = convert_full_checkpoint(state_dict, prefix)
         backbone = {k[len(prefix):]: v for k, v in converted.items() if k.startswith(prefix)}
@@ -219,8 +154,8 @@ def convert_checkpoint_file(src: str, dst: str, prefix: str = 'backbone.') -> Di
     else:
         converted, layout = convert_state_dict(state_dict)
         backbone = converted
-    if layout == 'unknown':
-        raise ValueError(f'{src}: no EdgeViT or EfficientFormerV2 weights found (keys such as '
+    if layout == UNKNOWN:
+        raise ValueError(f'{src}: no weights of a registered backbone found (keys such as '
                          f'{list(state_dict)[:3]})')
     family, arch, match = guess_arch(backbone)
     out: Dict[str, Any] = {'state_dict': converted}

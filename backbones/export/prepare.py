@@ -3,8 +3,9 @@
 :func:`prepare_for_export` returns a copy of a backbone, detector or segmentor for one
 fixed input size with equal outputs, in operators that mobile delegates accept:
 
-* EfficientFormerV2 attention biases become constant buffers of that size (no gather, no
-  bicubic resize in the graph);
+* every backbone's :meth:`~backbones.base.MultiScaleBackbone.prepare_export` hook makes what
+  depends on the input size constant (EfficientFormerV2: its attention biases become
+  buffers of that size, with no gather and no bicubic resize in the graph);
 * LayerNorms compute their mean and variance by a product with a constant 1/C vector: a
   1x1 convolution for the channels of an NCHW map (:class:`~backbones.layers.LayerNorm2d`,
   so the map stays channels-last inside XNNPACK), a linear layer over a last dimension
@@ -28,8 +29,8 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from .efficientformer_v2 import AttentionBias
-from .layers import LayerNorm2d, Linear2d, Subsample
+from ..base import MultiScaleBackbone
+from ..layers import LayerNorm2d, Linear2d, Subsample
 
 
 class _ProductLayerNorm(nn.Module):
@@ -109,17 +110,9 @@ def prepare_for_export(model: nn.Module, input_size: Tuple[int, int]) -> nn.Modu
     h, w = input_size
     if hasattr(backbone, 'check_input'):
         backbone.check_input(torch.zeros(1, 3, h, w))
-    # one eval forward fills every attention's cache with the grids of this size
-    biases = [m for m in model.modules() if isinstance(m, AttentionBias)]
-    for m in biases:
-        m.clear_cache()
-    if biases:
-        with torch.no_grad():
-            backbone(torch.zeros(1, 3, h, w))
-        for m in biases:
-            [(q_hw, k_hw, _, _)] = list(m._cache.keys())
-            m.freeze(q_hw, k_hw)
-            m.clear_cache()
+    for m in list(model.modules()):
+        if isinstance(m, MultiScaleBackbone):
+            m.prepare_export((h, w))
     for m in list(model.modules()):
         if hasattr(m, 'fuse_for_export'):
             m.fuse_for_export()

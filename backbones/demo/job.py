@@ -1,6 +1,6 @@
 """The main job on a built-in default: train and evaluate a detector and a segmentor.
 
-:func:`run_demo` makes the synthetic dataset (:mod:`backbones.synthetic`), trains a
+:func:`run_demo` makes the synthetic dataset (:mod:`backbones.demo.dataset`), trains a
 Mask R-CNN and a Semantic FPN from the project's own configs (only ``data_root``, the image
 size and the schedule are changed), evaluates them with mmdet's COCO metric and mmseg's
 mIoU, saves checkpoints, draws predictions on validation images with the mmdet / mmseg
@@ -19,141 +19,14 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from .engine import adapt_to_machine, build_runner, load_config
-from .synthetic import make_dataset
+from ..runtime.cli import check_writable_dir
+from ..runtime.engine import build_runner
+from .configs import check_config_task, detection_config, segmentation_config
+from .dataset import make_dataset
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_DET_CONFIG = osp.join(ROOT, 'configs', 'detection', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
 DEFAULT_SEG_CONFIG = osp.join(ROOT, 'configs', 'segmentation', 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py')
-
-
-TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
-
-
-def config_task(config: str) -> str:
-    """'detection' or 'segmentation': the toolbox a config is written for (its default_scope)."""
-    scope = load_config(config).get('default_scope')
-    if scope not in TASKS:
-        raise ValueError(f'{config}: default_scope is {scope!r}, neither mmdet (detection) nor mmseg '
-                         '(segmentation); use a config from configs/detection/ or configs/segmentation/')
-    return TASKS[scope]
-
-
-def check_config_task(config: str, task: str, flag: str) -> None:
-    """Raise a ValueError when ``config`` is not a ``task`` config, naming the option it belongs to."""
-    found = config_task(config)
-    if found != task:
-        other = '--seg-config' if flag == '--det-config' else '--det-config'
-        raise ValueError(f'{flag} {config} is a {found} config (for {other}); give {flag} a config from '
-                         f'configs/{task}/')
-
-
-def check_writable_dir(path: str, flag: str) -> None:
-    """Create ``path`` if needed and check it can be written; else a clear error naming it."""
-    import tempfile
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        existing = osp.abspath(path)
-        while not osp.exists(existing) and osp.dirname(existing) != existing:
-            existing = osp.dirname(existing)
-        if not osp.isdir(existing):
-            where = f'{existing} is a file, not a folder'
-        else:
-            where = f'{err.strerror}: {err.filename}' if err.strerror and err.filename else str(err)
-        raise OSError(err.errno, f'{flag} {path}: cannot write there ({where}); choose a folder you can '
-                                 'write') from None
-
-
-def _short_schedule(cfg: Config, iters: int, lr: float, warmup: int) -> None:
-    """Iteration-based training of ``iters`` steps: linear warm-up, cosine decay, evaluation
-    and a checkpoint at the end."""
-    # evaluated once after training (runner.test); mmengine's iteration loop would also
-    # validate at its last iteration
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters)
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.optim_wrapper.optimizer.lr = lr
-    cfg.optim_wrapper.clip_grad = dict(max_norm=10.0)  # from-scratch training: tame early spikes
-    warmup = min(warmup, max(iters // 4, 1))
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup),
-        dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters, eta_min=lr * 0.01)]
-    cfg.auto_scale_lr = dict(enable=False, base_batch_size=cfg.get('auto_scale_lr', {}).get('base_batch_size', 16))
-    hooks = cfg.default_hooks
-    hooks.logger = dict(type='LoggerHook', interval=10)
-    hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters, max_keep_ckpts=1)
-    cfg.log_processor = dict(by_epoch=False)
-    cfg.randomness = dict(seed=0)
-
-
-def _use_dataset(cfg: Config, data_root: str, train_pipeline: list, test_pipeline: list, batch_size: int) -> None:
-    """Point the train / val / test loaders at ``data_root`` with these pipelines."""
-    for key, pipeline, batch in (('train_dataloader', train_pipeline, batch_size),
-                                 ('val_dataloader', test_pipeline, 1), ('test_dataloader', test_pipeline, 1)):
-        loader = cfg[key]
-        loader.update(batch_size=batch, num_workers=1, persistent_workers=True)
-        loader.dataset.update(data_root=data_root, pipeline=pipeline)
-
-
-def _finish(cfg: Config, size: int, iters: int, lr: float, warmup: int, work_dir: Optional[str]) -> Config:
-    """From-scratch backbone settings, the short schedule, the work dir and this machine."""
-    backbone = cfg.model.backbone
-    backbone.norm_eval = False  # from scratch: the BatchNorm statistics must be learned
-    if backbone.type == 'EfficientFormerV2':
-        backbone.resolution = size  # bias tables for the size trained at
-    _short_schedule(cfg, iters, lr, warmup)
-    cfg.work_dir = work_dir or cfg.get('work_dir')
-    return adapt_to_machine(cfg)
-
-
-def detection_config(config: str, data_root: str, size: int, iters: int, batch_size: int = 4,
-                     lr: float = 1e-3, work_dir: Optional[str] = None) -> Config:
-    """A COCO detection config pointed at the built-in dataset, at ``size`` pixels."""
-    cfg = load_config(config)
-    data_root = data_root.rstrip('/') + '/'
-    train_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-        dict(type='Resize', scale=(size, size), keep_ratio=True),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PackDetInputs')]
-    test_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='Resize', scale=(size, size), keep_ratio=True),
-        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-    _use_dataset(cfg, data_root, train_pipeline, test_pipeline, batch_size)
-    for key in ('val_evaluator', 'test_evaluator'):
-        cfg[key].ann_file = data_root + 'annotations/instances_val2017.json'
-    if 'roi_head' in cfg.model:
-        cfg.model.train_cfg.rcnn.sampler.num = 32  # fewer sampled RoIs: the mask head dominates on CPU
-    return _finish(cfg, size, iters, lr, 50, work_dir)
-
-
-def segmentation_config(config: str, data_root: str, size: int, iters: int, batch_size: int = 4,
-                        lr: float = 1e-3, work_dir: Optional[str] = None) -> Config:
-    """An ADE20K Semantic FPN config pointed at the built-in dataset, cropping ``size``."""
-    cfg = load_config(config)
-    crop = (size, size)
-    train_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', reduce_zero_label=True),
-        dict(type='RandomResize', scale=(4 * size, size), ratio_range=(0.75, 1.5), keep_ratio=True),
-        dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PhotoMetricDistortion'),
-        dict(type='PackSegInputs')]
-    test_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='Resize', scale=(4 * size, size), keep_ratio=True),
-        dict(type='LoadAnnotations', reduce_zero_label=True),
-        dict(type='PackSegInputs')]
-    _use_dataset(cfg, data_root, train_pipeline, test_pipeline, batch_size)
-    cfg.model.data_preprocessor.size = crop
-    cfg.data_preprocessor = cfg.model.data_preprocessor
-    return _finish(cfg, size, iters, lr, 30, work_dir)
 
 
 def _train_and_test(cfg: Config, name: str) -> Dict[str, Any]:

@@ -2,7 +2,7 @@
 
 ``tools/train.py`` and ``tools/test.py`` are thin command lines over these functions. What
 they add to mmdet's / mmseg's own tools: the same flags for both toolboxes, ``--resume`` that
-works on torch >= 2.6 (see :mod:`backbones.compat`), and machines without a GPU (the gloo
+works on torch >= 2.6 (see :mod:`backbones.checkpoints.io`), and machines without a GPU (the gloo
 backend, SyncBN as BN, DistributedDataParallel on CPU), so ``--launcher pytorch`` runs on
 CPU processes too.
 """
@@ -17,18 +17,9 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from .compat import patch_checkpoint_loading
+from ..checkpoints.io import register_mmengine_loader
+from .models import config_scope, load_config
 from .resume import add_random_state_hook, resume_seed
-
-
-def load_config(config: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file {config!r} does not exist; configs live in '
-                                'configs/detection/ and configs/segmentation/')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
 
 
 def _replace_sync_bn(node: Any) -> int:
@@ -130,9 +121,9 @@ def _init_cpu_process_group(cfg: Config) -> None:
 
 def build_runner(cfg: Config):
     """The mmengine Runner for ``cfg`` (registries of the config's default scope)."""
-    patch_checkpoint_loading()
+    register_mmengine_loader()
     _init_cpu_process_group(cfg)
-    add_random_state_hook(cfg)  # exact resume (backbones.resume)
+    add_random_state_hook(cfg)  # exact resume (backbones.runtime.resume)
     resume_seed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -170,7 +161,7 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
             cfg.test_evaluator)
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=out))
     if show_dir is not None:
-        vis_hook = 'DetVisualizationHook' if cfg.get('default_scope') == 'mmdet' else 'SegVisualizationHook'
+        vis_hook = 'DetVisualizationHook' if config_scope(cfg) == 'mmdet' else 'SegVisualizationHook'
         hooks = cfg.setdefault('default_hooks', {})
         hooks['visualization'] = dict(type=vis_hook, draw=True, interval=1, show=False,
                                       **({'test_out_dir': show_dir} if vis_hook == 'DetVisualizationHook'

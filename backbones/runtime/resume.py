@@ -6,7 +6,7 @@ re-reads the batches already trained on to put the data iterator back in place; 
 not restore the generators' states, so drop path, dropout, RoI sampling and the data
 augmentation of the main process draw other numbers than the uninterrupted run did.
 
-:class:`RandomStateHook` (added to every run by :func:`backbones.engine.build_runner`) fills
+:class:`RandomStateHook` (added to every run by :func:`backbones.runtime.engine.build_runner`) fills
 the gaps:
 
 * every checkpoint stores the states of torch's (and CUDA's) default generator, numpy's and
@@ -156,7 +156,7 @@ class _RestoreBeforeNext:
 class RandomStateHook(Hook):
     """Saves the random generators' states in every checkpoint and restores them on resume
     at the point the uninterrupted run stood; keeps validation out of the training's random
-    streams; reseeds persistent data workers per epoch. See :mod:`backbones.resume`."""
+    streams; reseeds persistent data workers per epoch. See :mod:`backbones.runtime.resume`."""
 
     priority = 'VERY_HIGH'
 
@@ -279,7 +279,7 @@ def resume_seed(cfg) -> Optional[int]:
     path = checkpoint_to_resume(cfg)
     if path is None or not osp.isfile(path):
         return None
-    from .compat import load_local_checkpoint
+    from ..checkpoints.io import load_local_checkpoint
     seed = (load_local_checkpoint(path, map_location='cpu').get('meta') or {}).get('seed')
     if seed is None:
         return None

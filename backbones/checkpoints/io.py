@@ -1,4 +1,4 @@
-"""Compatibility of the pinned stack with torch >= 2.6.
+"""Reading checkpoint files, and the local-file loader mmengine uses for our tools.
 
 mmengine 0.10.7 reads checkpoints with ``torch.load(path)``. Since torch 2.6 that means
 ``weights_only=True``, which refuses the checkpoints mmengine itself writes (they pickle a
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from typing import Any, Dict
 
 import torch
 
@@ -30,7 +31,7 @@ def load_local_checkpoint(filename: str, map_location=None):
         return torch.load(filename, map_location=map_location, weights_only=False)
 
 
-def patch_checkpoint_loading() -> None:
+def register_mmengine_loader() -> None:
     """Register :func:`load_local_checkpoint` as mmengine's loader for local paths (idempotent)."""
     global _PATCHED
     if _PATCHED:
@@ -38,3 +39,19 @@ def patch_checkpoint_loading() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
     _PATCHED = True
+
+
+def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
+    """Load a checkpoint file (local path, or any URL mmengine's loader knows).
+
+    Plain tensor checkpoints load with ``weights_only=True``; a checkpoint that also pickles
+    other objects (mmengine's ``meta``, message hubs) is loaded fully (see above).
+    """
+    if '://' in str(path):
+        from mmengine.runner import CheckpointLoader
+        return CheckpointLoader.load_checkpoint(path, map_location=map_location)
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint file {path!r} does not exist; check init_cfg.checkpoint '
+                                '(or the path you passed)')
+    return load_local_checkpoint(path, map_location=map_location)

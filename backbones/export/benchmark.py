@@ -23,15 +23,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .export import Target, build_target, export, export_path, target_name
-from .zoo import IMAGENET
+from ..registry import FAMILIES, get_variant, variant_names, variants
+from .convert import export, export_path
+from .formats import get_format
+from .targets import Target, build_target, target_name
 
-BACKBONES = ('edgevit_xxs', 'edgevit_xs', 'edgevit_s', 'efficientformerv2_s0', 'efficientformerv2_s1',
-             'efficientformerv2_s2', 'efficientformerv2_l')
 #: torchvision baselines and their ImageNet top-1 (torchvision's published IMAGENET1K_V1 figures;
 #: MobileNetV2 x1.4 from the MobileNetV2 paper, as quoted in PAPERS.md)
 BASELINES = {'mobilenet_v2_x1.0': 71.878, 'mobilenet_v2_x1.4': 74.7, 'resnet18': 69.758}
 REFERENCE = 'mobilenet_v2_x1.0'
+#: colour and marker per registered family, in registration order
+PLOT_STYLES = (('tab:blue', 'o'), ('tab:red', '^'), ('tab:green', 'D'), ('tab:purple', 'v'))
 
 
 def baseline_target(name: str, size: Tuple[int, int]) -> Target:
@@ -88,24 +90,15 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], seconds: float, round
     return out
 
 
-def executorch_runner(path: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
-    from executorch.extension.pybindings import portable_lib
-    portable_lib._unsafe_reset_threadpool(threads)
-    module = portable_lib._load_for_executorch(path)
-    return lambda: module.forward((x,))
+def timed_formats():
+    """The formats this machine can run, hence time."""
+    from .formats import FORMATS
+    return [name for name, fmt in FORMATS.items() if fmt.runner is not None]
 
 
-def onnx_runner(path: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return lambda: session.run(None, feed)
-
-
-RUNTIMES = {'executorch': executorch_runner, 'executorch-int8': executorch_runner, 'onnx': onnx_runner}
+def _call(fmt: str, path: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
+    run = get_format(fmt).runner(path, threads)
+    return lambda: run(x)
 
 
 def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequence[str], threads: Sequence[int],
@@ -136,7 +129,7 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
     timings: List[Timing] = []
     for n_threads in threads:
         for fmt in formats:
-            runners = {name: RUNTIMES[fmt](paths[(name, fmt)], x, n_threads) for name in names}
+            runners = {name: _call(fmt, paths[(name, fmt)], x, n_threads) for name in names}
             for name, (median, p90, runs) in time_interleaved(runners, seconds).items():
                 timings.append(Timing(target_name(name), fmt, n_threads, median, p90, runs))
                 log(f'{target_name(name):<22} {fmt:<16} {n_threads} thread(s): median {median:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)')
@@ -159,27 +152,29 @@ class EagerTiming:
         return self.ours_ms / self.timm_ms
 
 
-def eager_comparison(variants: Sequence[str] = ('s0', 's1', 's2', 'l'), batch: int = 8, size: int = 224,
+def eager_comparison(names: Optional[Sequence[str]] = None, batch: int = 8, size: int = 224,
                      threads: Optional[int] = None, seconds: float = 2.0,
                      log: Callable[[str], None] = print) -> List[EagerTiming]:
-    """Eager forward time (``torch.no_grad``, eval) of our EfficientFormerV2 backbone beside
-    timm's ``forward_features`` (stem and stages, plus its final BatchNorm), same weights."""
+    """Eager forward time (``torch.no_grad``, eval) of our backbones beside timm's
+    ``forward_features`` of the same architecture and weights, for every variant whose family
+    names a timm counterpart (``timm_model``; EfficientFormerV2), or the ``names`` given."""
     import timm
-    from .efficientformer_v2 import EfficientFormerV2
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    chosen = [get_variant(n) for n in names] if names else [v for v in variants() if v.cls.timm_model]
     results = []
     try:
-        for arch in variants:
-            reference = timm.create_model(f'efficientformerv2_{arch}', pretrained=False, img_size=size).eval()
-            ours = EfficientFormerV2(arch, resolution=size).eval()
+        for variant in chosen:
+            reference = timm.create_model(variant.cls.timm_model.format(arch=variant.arch), pretrained=False,
+                                          img_size=size).eval()
+            ours = variant.cls(arch=variant.arch, **variant.cls.size_kwargs((size, size))).eval()
             ours.load_state_dict(reference.state_dict())
             with torch.no_grad():
                 stats = time_interleaved({'ours': lambda: ours(x), 'timm': lambda: reference.forward_features(x)},
                                          seconds * 2, rounds=6)
-            results.append(EagerTiming(f'efficientformerv2_{arch}', batch, torch.get_num_threads(),
-                                       stats['ours'][0], stats['timm'][0]))
+            results.append(EagerTiming(variant.name, batch, torch.get_num_threads(), stats['ours'][0],
+                                       stats['timm'][0]))
             r = results[-1]
             log(f'eager {r.model:<22} batch {batch}: ours {r.ours_ms:7.1f} ms  timm {r.timm_ms:7.1f} ms  '
                 f'({r.ratio:.2f}x)')
@@ -197,9 +192,13 @@ def format_eager_table(timings: Sequence[EagerTiming], machine: str) -> str:
 
 
 def top1(name: str) -> Optional[float]:
+    """ImageNet top-1 (%) of a baseline or a variant as published; None when unknown."""
     if name in BASELINES:
         return BASELINES[name]
-    return float(IMAGENET[name]['top1']) if name in IMAGENET else None
+    if name in variant_names():
+        value = get_variant(name).imagenet.get('top1')
+        return float(value) if value else None
+    return None
 
 
 def format_table(timings: Sequence[Timing], machine: str) -> str:
@@ -224,13 +223,15 @@ def plot(timings: Sequence[Timing], fmt: str, threads: int, path: str, machine: 
     for t in timings:
         if t.fmt != fmt or t.threads != threads or top1(t.model) is None:
             continue
-        family = 'baseline' if t.model in BASELINES else t.model.split('_')[0]
-        style = {'baseline': ('tab:gray', 's'), 'edgevit': ('tab:blue', 'o'), 'efficientformerv2': ('tab:red', '^')}
-        color, marker = style.get(family, ('k', 'x'))
+        if t.model in BASELINES:
+            color, marker, label, offset = 'tab:gray', 's', t.model, (4, 3)
+        else:
+            variant = get_variant(t.model)
+            index = list(FAMILIES).index(variant.family)
+            color, marker = PLOT_STYLES[index % len(PLOT_STYLES)]
+            label, offset = variant.label, (4, -10) if index % 2 == 0 else (4, 3)
         ax.scatter(t.median_ms, top1(t.model), c=color, marker=marker, s=40)
-        ax.annotate(t.model.replace('efficientformerv2', 'EFv2').replace('edgevit', 'EdgeViT'),
-                    (t.median_ms, top1(t.model)), textcoords='offset points',
-                    xytext=(4, -10) if family == 'edgevit' else (4, 3), fontsize=8)
+        ax.annotate(label, (t.median_ms, top1(t.model)), textcoords='offset points', xytext=offset, fontsize=8)
     ax.set_xlabel(f'latency, ms ({fmt}, {threads} thread{"s" if threads > 1 else ""}, median)')
     ax.set_ylabel('ImageNet top-1 (%)')
     ax.set_title(f'Accuracy vs measured latency at 224x224\n{machine}', fontsize=9)

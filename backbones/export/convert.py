@@ -1,0 +1,129 @@
+"""Export a target to a format and check the file against eager PyTorch.
+
+XNNPACK delegates every operator of both backbone families (after
+:func:`backbones.export.prepare.prepare_for_export`). In detectors, mmdet's FPN upsamples by
+nearest neighbour, which XNNPACK does not delegate: those two to four ops run on
+ExecuTorch's portable kernels.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import os.path as osp
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .formats import file_size, get_format, require
+from .targets import Target
+
+
+@dataclass
+class ExportResult:
+    fmt: str
+    path: str
+    size_bytes: int
+    seconds: float
+    max_abs_diff: Optional[float] = None
+    max_rel_diff: Optional[float] = None
+    delegated_fraction: Optional[float] = None
+    not_delegated: Dict[str, int] = field(default_factory=dict)
+    note: str = ''
+
+    def describe(self) -> str:
+        parts = [f'{self.fmt:<16} {self.path}  {self.size_bytes / 1e6:.2f} MB  export {self.seconds:.1f}s']
+        if self.delegated_fraction is not None:
+            parts.append(f'XNNPACK-delegated ops {self.delegated_fraction:.1%}'
+                         + (f' (not delegated: {self.not_delegated})' if self.not_delegated else ''))
+        if self.max_abs_diff is not None:
+            parts.append(f'vs eager: max abs {self.max_abs_diff:.2e}, max rel {self.max_rel_diff:.2e}')
+        if self.note:
+            parts.append(self.note)
+        return '\n    '.join(parts)
+
+
+def _flat(out) -> List[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def compare(eager: Sequence[torch.Tensor], exported: Sequence[torch.Tensor]) -> Tuple[float, float]:
+    """Max absolute difference, and max difference relative to each output's largest value."""
+    abs_diff = rel_diff = 0.0
+    for a, b in zip(eager, exported):
+        b = torch.as_tensor(b).reshape(a.shape).to(a.dtype)
+        d = (a - b).abs().max().item()
+        abs_diff = max(abs_diff, d)
+        rel_diff = max(rel_diff, d / max(a.abs().max().item(), 1e-12))
+    return abs_diff, rel_diff
+
+
+def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]):
+    """Static int8 (per-channel weights, per-tensor activations) with the XNNPACK quantizer."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    graph = torch.export.export(module, (example,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def export_path(name: str, fmt: str, size: Tuple[int, int], out_dir: str) -> str:
+    """Where :func:`export` writes ``name`` (a target name) in ``fmt`` at ``size``."""
+    return osp.join(out_dir, f'{name}_{size[0]}x{size[1]}{get_format(fmt).suffix}')
+
+
+def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tensor] = None,
+           calibration: Optional[Sequence[torch.Tensor]] = None) -> ExportResult:
+    """Export ``target`` to ``fmt`` under ``out_dir`` and check it against eager PyTorch
+    (the quantised model for int8) wherever this machine can run the format."""
+    spec = get_format(fmt)
+    require(fmt)
+    os.makedirs(out_dir, exist_ok=True)
+    h, w = target.size
+    x = example if example is not None else torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    module = target.module.eval()
+    start = time.time()
+    path = export_path(target.name, fmt, (h, w), out_dir)
+    if spec.quantized:
+        calib = calibration or [torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+        module = quantize_int8(module, x, calib)
+    written = spec.write(module, x, path)
+    seconds = time.time() - start
+    result = ExportResult(fmt, path, file_size(path), seconds, delegated_fraction=written.delegated_fraction,
+                          not_delegated=written.not_delegated, note=written.note)
+    outputs = written.outputs
+    if outputs is None and spec.runner is not None:
+        outputs = spec.runner(path, None)(x)
+    if outputs is not None:
+        with torch.no_grad():
+            eager = _flat(module(x))
+        result.max_abs_diff, result.max_rel_diff = compare(eager, outputs)
+    return result
+
+
+#: the normalisation of the configs' data preprocessors (ImageNet mean / std, RGB)
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def calibration_images(folder: str, size: Tuple[int, int], count: int = 16) -> List[torch.Tensor]:
+    """Up to ``count`` .jpg / .png images of ``folder``, resized to ``size`` and normalised
+    as the configs do, for int8 calibration."""
+    import mmcv
+    paths = sorted(glob.glob(osp.join(folder, '*.jpg')) + glob.glob(osp.join(folder, '*.png')))[:count]
+    if not paths:
+        raise FileNotFoundError(f'--calib {folder}: no .jpg/.png images found')
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    out = []
+    for p in paths:
+        img = mmcv.imresize(mmcv.imread(p, channel_order='rgb'), (size[1], size[0]))
+        out.append(((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None])
+    return out

@@ -1,0 +1,78 @@
+"""Configs to models: loading a config, building its model with the toolbox registered,
+the image meta a single unpadded image needs, and detectors built around any variant."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import tempfile
+import textwrap
+from typing import Any, Dict, Optional, Tuple
+
+from mmengine.config import Config
+
+from ..registry import get_variant
+
+
+def load_config(config: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config!r} does not exist; configs live in '
+                                'configs/detection/ and configs/segmentation/')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def config_scope(cfg: Config) -> str:
+    """The toolbox of a config: ``'mmdet'`` or ``'mmseg'``."""
+    return cfg.get('default_scope', 'mmdet')
+
+
+def build_model_from_config(config: str):
+    """The model of an mmdet / mmseg config (pretrained weights not loaded), with its
+    toolbox's modules registered; returns ``(model, scope)``."""
+    import backbones  # noqa: F401  (registers the families)
+    cfg = load_config(config)
+    scope = config_scope(cfg)
+    if scope == 'mmseg':
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    else:
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    cfg.model.get('backbone', {}).pop('init_cfg', None)
+    return MODELS.build(cfg.model), scope
+
+
+def image_meta(size: Tuple[int, int], ori_shape: Optional[Tuple[int, int]] = None,
+               scale_factor: Tuple[float, float] = (1.0, 1.0)) -> dict:
+    """The mmdet / mmseg image meta of one unpadded ``size`` input."""
+    return dict(img_shape=tuple(size), ori_shape=tuple(ori_shape or size), pad_shape=tuple(size),
+                batch_input_shape=tuple(size), scale_factor=scale_factor)
+
+
+def backbone_cfg(name: str, size: Tuple[int, int]) -> dict:
+    """The config dict of a variant's backbone (``type``, ``arch``) for inputs of ``size``."""
+    variant = get_variant(name)
+    return dict(type=variant.family, arch=variant.arch, **variant.cls.size_kwargs(size))
+
+
+def build_retinanet(name: str, size: Tuple[int, int] = (800, 800)):
+    """RetinaNet (mmdet's r50 1x COCO recipe) around a variant, with a matching FPN."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    variant = get_variant(name)
+    channels = list(variant.cls.resolve_arch(variant.arch)['widths'])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'retinanet.py')
+        with open(path, 'w') as f:
+            f.write(textwrap.dedent(f"""
+                _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+                custom_imports = dict(imports=['backbones'], allow_failed_imports=False)
+                model = dict(backbone=dict(_delete_=True, **{backbone_cfg(name, size)!r}),
+                             neck=dict(in_channels={channels!r}))
+            """))
+        cfg = Config.fromfile(path)
+    return MODELS.build(cfg.model)
