@@ -163,6 +163,7 @@ def test_convert_full_detector_checkpoint(reference):
     assert convert_full_checkpoint(converted).keys() == converted.keys()
 
 
+@pytest.mark.slow
 def test_convert_tool(reference, tmp_path):
     import subprocess
     import sys

@@ -35,6 +35,7 @@ def test_package_figures_match_papers_md(papers):
     assert imagenet_figures() == papers
 
 
+@pytest.mark.slow
 def test_params_and_macs_agree_with_the_papers(papers):
     rows = {r['model']: r for r in imagenet_table()}
     for name, paper in papers.items():

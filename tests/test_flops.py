@@ -1,6 +1,8 @@
 """tools/get_flops.py: whole-model params and FLOPs against the papers."""
 import os.path as osp
 
+import pytest
+
 from backbones.analysis.complexity import model_complexity
 from backbones.analysis.papers import paper_models
 
@@ -16,6 +18,7 @@ def test_semantic_fpn_edgevit_xxs_matches_the_paper():
     assert abs(c['gflops'] - float(paper['gflops'])) <= 0.10 * float(paper['gflops']), c
 
 
+@pytest.mark.slow
 def test_detector_flops_at_a_given_size():
     config = str(ROOT / 'configs' / 'detection' / 'retinanet_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
     small = model_complexity(config, (128, 160))

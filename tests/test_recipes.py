@@ -116,6 +116,7 @@ def test_config_sets():
     assert len(EF_CONFIGS) == 12 and len(SEG_CONFIGS) == 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', EF_CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
 def test_efficientformer_config_trains_backbone_bn_with_synchronised_statistics(config, monkeypatch):
     """As the official dense backbone: every BatchNorm is SyncBN, trained (not kept in eval);

@@ -35,7 +35,8 @@ def _randomised_timm(name):
     return model.eval()
 
 
-@pytest.mark.parametrize('arch', ['s0', 's1', 's2', 'l'])
+@pytest.mark.parametrize('arch', ['s0', 's1', pytest.param('s2', marks=pytest.mark.slow),
+                                  pytest.param('l', marks=pytest.mark.slow)])
 def test_stage_features_match_timm(arch, tmp_path):
     ref = _randomised_timm(f'efficientformerv2_{arch}')
     path = tmp_path / f'timm_{arch}.pth'
