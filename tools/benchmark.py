@@ -12,7 +12,6 @@ At 224 it also times eager PyTorch forwards of our EfficientFormerV2 beside timm
 all cores; --no-eager skips it).
 """
 import argparse
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main(argv=None) -> int:
     from backbones.export.benchmark import (eager_comparison, format_eager_table, format_table, machine_description,
                                             plot, run_benchmark, timed_formats)
+    from backbones.fileio import write_json, write_text
     from backbones.registry import variant_names
     from backbones.runtime.cli import add_size_argument, quiet_third_party_warnings
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,12 +48,10 @@ def main(argv=None) -> int:
         eager = eager_comparison(seconds=args.seconds, log=lambda s: print(s, flush=True))
         table += '\n\n' + format_eager_table(eager, machine)
     print('\n' + table)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, 'benchmark.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(os.path.join(args.out_dir, 'benchmark.json'), 'w') as f:
-        json.dump(dict(machine=machine, size=args.size, timings=[asdict(t) for t in timings],
-                       eager=[asdict(t) for t in eager]), f, indent=2)
+    write_text(os.path.join(args.out_dir, 'benchmark.md'), table + '\n')
+    write_json(os.path.join(args.out_dir, 'benchmark.json'),
+               dict(machine=machine, size=args.size, timings=[asdict(t) for t in timings],
+                    eager=[asdict(t) for t in eager]), indent=2)
     if tuple(args.size) == (224, 224):
         png = plot(timings, args.formats[0], 1, os.path.join(args.out_dir, 'top1_vs_latency.png'), machine)
         print(f'plot: {png}')

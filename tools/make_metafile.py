@@ -10,6 +10,7 @@ sys.path.insert(0, ROOT)
 
 from backbones.analysis.complexity import all_configs, model_complexity  # noqa: E402
 from backbones.analysis.metafile import metafile  # noqa: E402
+from backbones.fileio import write_text  # noqa: E402
 from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
 
 
@@ -22,8 +23,7 @@ def main(argv=None) -> int:
     for path in all_configs(ROOT):
         rows.append((path, model_complexity(path)))
         print(f'measured {os.path.basename(path)}', flush=True)
-    with open(args.out, 'w') as f:
-        f.write(metafile(rows))
+    write_text(args.out, metafile(rows))
     print(f'wrote {args.out}')
     return 0
 

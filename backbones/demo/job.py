@@ -9,7 +9,6 @@ visualizers into one PNG, and returns a results table.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import os.path as osp
 import time
@@ -19,6 +18,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from ..fileio import atomic_path, write_json
 from ..runtime.cli import check_writable_dir
 from ..runtime.engine import build_runner
 from .configs import check_config_task, detection_config, segmentation_config
@@ -43,7 +43,8 @@ def _train_and_test(cfg: Config, name: str) -> Dict[str, Any]:
         print_log(f'[demo] {name} made no detections on the validation split', logger='current')
         metrics = {f'coco/{kind}_mAP{suffix}': 0.0 for kind in ('bbox', 'segm') for suffix in ('', '_50', '_75')}
     checkpoint = osp.join(cfg.work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
-    cfg.dump(osp.join(cfg.work_dir, 'config.py'))
+    with atomic_path(osp.join(cfg.work_dir, 'config.py')) as tmp:
+        cfg.dump(tmp)
     return dict(metrics={k: float(v) for k, v in metrics.items()}, train_seconds=train_time,
                 checkpoint=checkpoint, config=osp.join(cfg.work_dir, 'config.py'))
 
@@ -89,7 +90,8 @@ def _draw(det: Optional[Dict[str, Any]], seg: Optional[Dict[str, Any]], image_pa
                                     VISUALIZERS, vis_options=dict(alpha=0.6), with_labels=False))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    mmcv.imwrite(np.concatenate(rows, axis=0)[..., ::-1], out_file)
+    with atomic_path(out_file) as tmp:
+        mmcv.imwrite(np.concatenate(rows, axis=0)[..., ::-1], tmp)
     return out_file
 
 
@@ -128,8 +130,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
         results['predictions_png'] = _draw(det, seg, [osp.join(roots['coco'], 'val2017', i) for i in images],
                                            osp.join(work_dir, 'predictions.png'))
     results['total_seconds'] = time.time() - start
-    with open(osp.join(work_dir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(osp.join(work_dir, 'results.json'), results, indent=2)
     return results
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..fileio import atomic_path
 from ..registry import FAMILIES, get_variant, variant_names, variants
 from .convert import export, export_path
 from .formats import get_format
@@ -238,8 +239,8 @@ def plot(timings: Sequence[Timing], fmt: str, threads: int, path: str, machine: 
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # keeps the suffix, from which matplotlib takes the format
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 

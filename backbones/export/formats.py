@@ -2,7 +2,9 @@
 and, where this machine can run it, the runner that loads it.
 
 Adding a format is one :func:`register_format` call: the export tool, the parity check
-(:func:`backbones.export.convert.export`) and the benchmark pick it up by name.
+(:func:`backbones.export.convert.export`) and the benchmark pick it up by name. Writers write
+through :mod:`backbones.fileio` (a temporary name renamed into place), so an interrupted
+export leaves the previous file whole.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+
+from ..fileio import atomic_path, atomic_write
 
 #: runs an exported file: ``runner(path, threads)`` -> ``fn(x) -> list of output tensors``
 Runner = Callable[[str, Optional[int]], Callable[[torch.Tensor], List[torch.Tensor]]]
@@ -104,7 +108,7 @@ def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Wri
             delegated += sum(1 for n in lowered.original_module.graph.nodes if _counts(n))
         elif _counts(node):
             left[_op_name(node)] = left.get(_op_name(node), 0) + 1
-    with open(path, 'wb') as f:
+    with atomic_write(path) as f:
         f.write(edge.to_executorch().buffer)
     return Written(delegated / max(delegated + sum(left.values()), 1), left)
 
@@ -119,8 +123,9 @@ def executorch_runner(path: str, threads: Optional[int] = None):
 
 # ---------------------------------------------------------------------------- ONNX
 def write_onnx(module: nn.Module, example: torch.Tensor, path: str) -> Written:
-    torch.onnx.export(module, (example,), path, opset_version=18, dynamo=True, external_data=False,
-                      input_names=['image'])
+    with atomic_path(path) as tmp:
+        torch.onnx.export(module, (example,), tmp, opset_version=18, dynamo=True, external_data=False,
+                          input_names=['image'])
     return Written()
 
 
@@ -140,14 +145,16 @@ def write_coreml(module: nn.Module, example: torch.Tensor, path: str) -> Written
     import coremltools as ct
     exported = torch.export.export(module, (example,)).run_decompositions({})
     mlmodel = ct.convert(exported, convert_to='mlprogram', minimum_deployment_target=ct.target.iOS17)
-    mlmodel.save(path)
+    with atomic_path(path) as tmp:  # an .mlpackage folder, renamed into place whole
+        mlmodel.save(tmp)
     return Written(note='converted; running a Core ML model needs macOS, so no parity check here')
 
 
 def write_tflite(module: nn.Module, example: torch.Tensor, path: str) -> Written:
     import litert_torch
     edge_model = litert_torch.convert(module, (example,))
-    edge_model.export(path)
+    with atomic_path(path) as tmp:
+        edge_model.export(tmp)
     out = edge_model(example)
     return Written(outputs=list(out) if isinstance(out, (tuple, list)) else [out])
 
