@@ -17,7 +17,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..checkpoints.io import register_mmengine_loader
+from ..checkpoints.io import make_checkpoints_atomic, register_mmengine_loader
 from .models import config_scope, load_config
 from .resume import add_random_state_hook, resume_seed
 
@@ -127,9 +127,9 @@ def build_runner(cfg: Config):
     resume_seed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    make_checkpoints_atomic(runner)  # a killed save leaves no truncated iter_N.pth
+    return runner
 
 
 def train(cfg: Config):
