@@ -55,7 +55,8 @@ class MultiScaleBackbone(BaseModule):
         norm_eval: keep every BatchNorm in eval mode while training (statistics frozen).
         with_cp: gradient checkpointing per block (saves memory, costs one more forward).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, prefix=None)`` loads weights in
-            any supported layout; other mmengine init configs work as usual.
+            any supported layout, refusing a checkpoint of another arch (``partial=True``
+            accepts a subset of the weights); other mmengine init configs work as usual.
     """
 
     #: architecture table of the family: name -> settings; set by subclasses
@@ -237,7 +238,7 @@ class MultiScaleBackbone(BaseModule):
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
-                            map_location=init_cfg.get('map_location', 'cpu'))
+                            map_location=init_cfg.get('map_location', 'cpu'), partial=init_cfg.get('partial', False))
             self._is_init = True
             return
         if init_cfg is None and not getattr(self, '_is_init', False):

@@ -123,7 +123,9 @@ def test_partial_checkpoint_loads_and_reports(compact_reference, tmp_path, caplo
     partial = {k: v for k, v in sd.items() if not k.startswith('blocks3.1.')}
     partial['extra.weight'] = torch.zeros(2)
     torch.save(partial, tmp_path / 'partial.pth')
-    report = load_pretrained(EdgeViT(TINY_EDGEVIT), str(tmp_path / 'partial.pth'))
+    with pytest.raises(ValueError, match=r'stage 2: .*\(missing: 1\).*partial=True'):  # refused unless asked for
+        load_pretrained(EdgeViT(TINY_EDGEVIT), str(tmp_path / 'partial.pth'))
+    report = load_pretrained(EdgeViT(TINY_EDGEVIT), str(tmp_path / 'partial.pth'), partial=True)
     assert report['unexpected'] == ['extra.weight']
     assert any(k.startswith('stages.2.blocks.1.') for k in report['missing'])
     assert 'head.weight' in report['ignored']

@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from backbones.checkpoints.io import CheckpointFileError  # noqa: E402
 from backbones.checkpoints.loading import convert_checkpoint_file  # noqa: E402
 from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
 
@@ -29,13 +30,22 @@ def main(argv=None) -> int:
                         help="prefix of the backbone keys in a whole-model checkpoint (default: 'backbone.')")
     parser.add_argument('--force', action='store_true', help='overwrite dst if it exists')
     args = parser.parse_args(argv)
-    if os.path.abspath(args.src) == os.path.abspath(args.dst):
-        parser.error('dst must differ from src (the source is never overwritten)')
-    if os.path.exists(args.dst) and not args.force:
+    if not os.path.isfile(args.src):
+        parser.error(f'{args.src}: no such checkpoint file')
+    # the same file under another name (a symlink or hard link to src, or a path to one) counts too
+    if os.path.abspath(args.src) == os.path.abspath(args.dst) or (
+            os.path.exists(args.dst) and os.path.samefile(args.src, args.dst)):
+        parser.error(f'{args.dst} is {args.src} itself (the same file, maybe through a link): the source is never '
+                     'overwritten; choose another dst')
+    if os.path.lexists(args.dst) and not args.force:
         parser.error(f'{args.dst} exists; pass --force to overwrite it')
-    report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix)
+    try:  # written to a temporary file renamed into place: an interrupted run leaves dst as it was
+        report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix)
+    except (CheckpointFileError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     print(f'{args.src}: layout {report["layout"]}, {report["num_tensors"]} tensors; '
-          f'looks like {report["family"]}(arch={report["arch"]!r}) ({report["match"]:.0%} of its weights)')
+          f'looks like {report["family"]}(arch={report["arch"]!r}) ({report["match"]:.0%} of the tensors match)')
     print(f'wrote {args.dst}')
     return 0
 

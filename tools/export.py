@@ -54,6 +54,9 @@ def parse_args(argv=None):
     parser.add_argument('--formats', nargs='+', default=['executorch', 'onnx'], choices=FORMATS,
                         help='default: executorch onnx')
     parser.add_argument('--checkpoint', help='weights to load (backbone or whole-model checkpoint, any layout)')
+    parser.add_argument('--partial', action='store_true',
+                        help='accept a checkpoint that does not fit the model completely (default: refuse it); '
+                             'lists the weights that keep their initialisation')
     parser.add_argument('--calib', help='folder of images for int8 calibration')
     parser.add_argument('--out-dir', default='work_dirs/export', help='default: work_dirs/export')
     args = parser.parse_args(argv)
@@ -76,12 +79,18 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     # heavy: torch, mmdet, the export stacks
+    from backbones.checkpoints.io import CheckpointFileError
+    from backbones.checkpoints.loading import CheckpointMismatchError
     from backbones.export.convert import calibration_images, export
     from backbones.export.formats import MissingExtra
     from backbones.export.targets import build_target
     from backbones.runtime.cli import quiet_third_party_warnings
     quiet_third_party_warnings()
-    target = build_target(args.model, tuple(args.size), args.checkpoint)
+    try:
+        target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial)
+    except (CheckpointFileError, CheckpointMismatchError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     calibration = calibration_images(args.calib, tuple(args.size)) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
     failed = 0

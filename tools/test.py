@@ -10,6 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from backbones.checkpoints.io import CheckpointFileError  # noqa: E402
+from backbones.checkpoints.loading import CheckpointMismatchError  # noqa: E402
 from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings  # noqa: E402
 from backbones.runtime.engine import prepare_test_config, setup_launcher_env, test  # noqa: E402
 
@@ -21,6 +23,9 @@ def parse_args(argv=None):
     add_runner_arguments(parser, 'metrics')
     parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='write images with the predictions drawn to this folder')
+    parser.add_argument('--partial', action='store_true',
+                        help='load a checkpoint that does not fit the model completely (default: refuse it); '
+                             'lists the weights that keep their initialisation')
     return parser.parse_args(argv)
 
 
@@ -31,7 +36,11 @@ def main(argv=None) -> int:
     cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
                               cfg_options=args.cfg_options, launcher=args.launcher, out=args.out,
                               show_dir=args.show_dir)
-    test(cfg)
+    try:
+        test(cfg, partial=args.partial)
+    except (CheckpointFileError, CheckpointMismatchError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     return 0
 
 

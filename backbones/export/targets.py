@@ -95,15 +95,19 @@ def export_names():
     return variant_names()
 
 
-def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None) -> Target:
+def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None,
+                 partial: bool = False) -> Target:
     """A backbone by variant name (``edgevit_xxs`` ... ``efficientformerv2_l``, see
-    :func:`export_names`) or a detection / segmentation config file."""
+    :func:`export_names`) or a detection / segmentation config file.
+
+    ``checkpoint`` is loaded strictly: one that does not fit the model is refused unless
+    ``partial`` (which loads what fits and lists the rest)."""
     check_size(size)
     if name_or_config in export_names():
         variant = get_variant(name_or_config)
         cfg = dict(arch=variant.arch, **variant.cls.size_kwargs(size))
         if checkpoint:
-            cfg['init_cfg'] = dict(type='Pretrained', checkpoint=checkpoint)
+            cfg['init_cfg'] = dict(type='Pretrained', checkpoint=checkpoint, partial=partial)
         model = variant.cls(**cfg)
         if checkpoint:
             model.init_weights()
@@ -113,8 +117,8 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
                                 'nor a config file')
     model, scope = build_model_from_config(name_or_config)
     if checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        from ..checkpoints.loading import load_model_checkpoint
+        load_model_checkpoint(model, checkpoint, partial=partial)
     model.eval()
     name = target_name(name_or_config)
     if scope == 'mmseg':

@@ -171,9 +171,18 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
     return adapt_to_machine(cfg)
 
 
-def test(cfg: Config) -> Dict[str, float]:
-    """Evaluate ``cfg.load_from`` on the test set; returns the metrics."""
+def test(cfg: Config, partial: bool = False) -> Dict[str, float]:
+    """Evaluate ``cfg.load_from`` on the test set; returns the metrics.
+
+    The checkpoint is loaded strictly (mmengine's Runner would load it non-strictly and
+    evaluate whatever stayed random): one of another model is refused, unless ``partial``,
+    which loads what fits and lists what did not (see ``load_model_checkpoint``).
+    """
+    from ..checkpoints.loading import load_model_checkpoint
     runner = build_runner(cfg)
+    if cfg.get('load_from'):
+        load_model_checkpoint(runner.model, cfg.load_from, partial=partial)
+        runner._has_loaded = True  # the Runner's own load_or_resume would load it again, non-strictly
     return runner.test()
 
 
