@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (or check) the project's virtual environment: torch 2.13 + torchvision 0.28,
-# mmcv 2.1.0 with compiled ops, mmengine, mmdet, mmsegmentation, timm, pytest and this package.
+# Set up (or check) the project's virtual environment with the exact tested stack of
+# tools/constraints.txt: torch 2.13 + torchvision 0.28, mmcv 2.1.0 with compiled ops, mmengine,
+# mmdet, mmsegmentation, timm, pytest, the export tools and this package (editable).
 #
 # Usage: bash tools/setup.sh [--wheels DIR] [--force]
 #   --wheels DIR   a folder of prebuilt wheels (e.g. an mmcv-2.1.0 wheel); also EDGEFORMERS_WHEELS
@@ -31,14 +32,15 @@ if [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ]; then
 fi
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edgeformers/wheels
 MMCV_VERSION=2.1.0
-TORCH_REQ='torch==2.13.0,!=2.13.0+cpu'   # the local +cpu build breaks torchvision
-TORCHVISION_REQ='torchvision==0.28.0'
+# Every install below is held to the tested versions (torch's line there also excludes the
+# +cpu build of 2.13.0, which breaks PyPI's torchvision).
+CONSTRAINTS=$ROOT/tools/constraints.txt
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # Anything that changes what gets installed changes the stamp.
 STAMP_FILE=$VENV/.edgeformers-setup
-stamp=$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+stamp=$(cat "$ROOT/pyproject.toml" "$CONSTRAINTS" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
 check_env() {
   "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 import mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, torchvision, pytest, backbones
@@ -64,15 +66,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY_BIN" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+PIP_C=(-c "$CONSTRAINTS")
 # pip -q, minus the machine-specific notes about missing local index folders.
 pip_q() { "${PIP[@]}" -q "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 
 log "torch 2.13.0 and torchvision 0.28.0 (first time: ~5 GB download)"
-pip_q install "$TORCH_REQ" "$TORCHVISION_REQ"
+pip_q install "${PIP_C[@]}" torch torchvision
 
 # After torch, which pulls the newest setuptools: mmcv's setup.py needs pkg_resources (< 81).
 log "build tools (setuptools<81 for mmcv's setup.py, wheel, ninja)"
-pip_q install "setuptools>=61,<81" wheel ninja packaging
+pip_q install "${PIP_C[@]}" "setuptools>=61,<81" wheel ninja packaging
 
 if "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1; then
   log "mmcv $MMCV_VERSION with ops already installed"
@@ -93,7 +96,7 @@ else
 fi
 
 log "mmengine, mmdet, mmsegmentation, timm, pytest, export tools (ExecuTorch, ONNX, Core ML) and edgeformers (editable)"
-pip_q install --no-build-isolation -e "$ROOT[test,export]"
+pip_q install --no-build-isolation "${PIP_C[@]}" -e "$ROOT[test,export]"
 
 if ! check_env; then
   echo "setup.sh: the environment was installed but does not import; run '$VENV/bin/python -c \"import mmcv.ops, mmdet, mmseg, timm, backbones\"' to see why" >&2
