@@ -1,0 +1,108 @@
+"""Issue 11: end-to-end exports (uint8 image in; boxes / scores / labels or seg_map out) equal
+mmdet's / mmseg's predict; the fixed-point NMS equals greedy NMS."""
+import pytest
+import torch
+
+from backbones.export.contract import end_to_end
+from backbones.export.postprocess import fixed_point_nms
+from backbones.export.prepare import prepare_for_export
+from backbones.export.targets import DenseDetector, SegmentorLogits, Target
+from backbones.runtime.models import build_model_from_config, image_meta
+
+from .conftest import ROOT
+
+SIZE = (128, 160)
+DET = ROOT / 'configs' / 'detection'
+SEG = ROOT / 'configs' / 'segmentation'
+
+
+def _random_boxes(n, seed, spread=60.0, size=20.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * spread
+    wh = 2 + torch.rand(n, 2, generator=g) * size
+    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_fixed_point_nms_equals_greedy(seed):
+    """Many overlapping boxes, several classes, some invalid: the fixed point equals
+    torchvision's batched (class-wise) greedy NMS."""
+    torchvision = pytest.importorskip('torchvision')
+    n = 300
+    boxes, scores = _random_boxes(n, seed)
+    labels = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(seed + 100))
+    valid = torch.rand(n, generator=torch.Generator().manual_seed(seed + 200)) > 0.1
+    expected = torchvision.ops.batched_nms(boxes[valid], scores[valid], labels[valid], 0.5)
+    expected = torch.nonzero(valid)[:, 0][expected]
+    order = torch.argsort(scores, descending=True)
+    offset = boxes + labels[:, None].float() * (boxes.max() + 1)
+    keep, settled = fixed_point_nms(offset[order], valid[order], 0.5, iterations=n)
+    assert settled.all()
+    assert torch.equal(order[keep], expected)
+    # the iteration reaches the fixed point long before n steps; fewer steps than needed
+    # leave a settled prefix that is still exactly greedy's
+    depth = next(t for t in range(1, n) if fixed_point_nms(offset[order], valid[order], 0.5, t)[1].all())
+    assert depth < 32
+    few, settled = fixed_point_nms(offset[order], valid[order], 0.5, max(depth - 2, 0))
+    kept = order[few]
+    assert torch.equal(kept, expected[:len(kept)])
+
+
+def _retinanet(config):
+    model, _ = build_model_from_config(str(DET / config))
+    with torch.no_grad():
+        # random weights with scores spread so that hundreds of (anchor, class) pairs pass the
+        # 0.05 threshold and NMS has plenty to suppress; no ties
+        model.bbox_head.retina_cls.weight.mul_(0.05)
+        model.bbox_head.retina_cls.bias.fill_(-2.8)
+    model.eval()
+    target = Target('retinanet', DenseDetector(prepare_for_export(model, SIZE)).eval(), SIZE, model, 'retinanet')
+    return model, end_to_end(target)
+
+
+def _image(seed=0):
+    return torch.randint(0, 256, (1, *SIZE, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _mmdet_predict(model, image):
+    from mmdet.structures import DetDataSample
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    x = (image.permute(0, 3, 1, 2).float() - mean) / std
+    with torch.no_grad():
+        return model.predict(x, [DetDataSample(metainfo=image_meta(SIZE))], rescale=True)[0].pred_instances
+
+
+def _box_iou(a, b):
+    lt = torch.maximum(a[:, :2], b[:, :2])
+    rb = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def check_detections(outputs, expected):
+    """Same count, equal labels, box IoU >= 0.99, scores within 1e-3; padding rows empty.
+    Returns (count, min IoU, max score difference)."""
+    boxes, scores, labels = [torch.as_tensor(o) for o in outputs]
+    k = int((labels >= 0).sum())
+    assert k == len(expected) > 0
+    assert torch.equal(labels[:k].long(), expected.labels)
+    iou = _box_iou(boxes[:k], expected.bboxes)
+    assert iou.min() >= 0.99
+    score_diff = (scores[:k] - expected.scores).abs().max().item()
+    assert score_diff <= 1e-3
+    assert (scores[k:] == 0).all() and (labels[k:] == -1).all()
+    return k, iou.min().item(), score_diff
+
+
+@pytest.mark.parametrize('config', ['retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py',
+                                    'retinanet_efficientformerv2-s0_fpn_8xb2-1x_coco.py'])
+def test_retinanet_end_to_end_eager_equals_mmdet_predict(config):
+    model, target = _retinanet(config)
+    image = _image()
+    expected = _mmdet_predict(model, image)
+    with torch.no_grad():
+        boxes, scores, labels = target.module(image)
+    assert boxes.shape == (100, 4) and scores.shape == (100,) and labels.dtype == torch.int64
+    print(check_detections((boxes, scores, labels), expected))
