@@ -106,3 +106,73 @@ def test_retinanet_end_to_end_eager_equals_mmdet_predict(config):
         boxes, scores, labels = target.module(image)
     assert boxes.shape == (100, 4) and scores.shape == (100,) and labels.dtype == torch.int64
     print(check_detections((boxes, scores, labels), expected))
+
+
+def _candidates(model, image):
+    """How many (anchor, class) pairs pass the score threshold before NMS."""
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        cls, _ = model.bbox_head(model.neck(model.backbone((image.permute(0, 3, 1, 2).float() - mean) / std)))
+    return sum(int((c.sigmoid() > 0.05).sum()) for c in cls)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
+@pytest.mark.parametrize('config', ['retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py',
+                                    'retinanet_efficientformerv2-s0_fpn_8xb2-1x_coco.py'])
+def test_retinanet_end_to_end_export_equals_mmdet_predict(config, fmt, tmp_path):
+    pytest.importorskip('executorch' if fmt == 'executorch' else 'onnxruntime')
+    from backbones.export.contract import export_end_to_end, read_metadata
+    from backbones.export.formats import run_exported
+    model, target = _retinanet(config)
+    target.meta['config'] = config
+    image = _image()
+    assert _candidates(model, image) > 300  # NMS really suppresses: 100 kept of hundreds
+    result = export_end_to_end(target, fmt, str(tmp_path), example=image)
+    outputs = run_exported(result.path, image)
+    assert [tuple(o.shape) for o in outputs] == [(100, 4), (100,), (100,)]
+    assert [o.dtype for o in outputs] == [torch.float32, torch.float32, torch.int64]
+    count, min_iou, score_diff = check_detections(outputs, _mmdet_predict(model, image))
+    print(f'{config} {fmt}: {count} detections, min IoU {min_iou:.5f}, max score diff {score_diff:.1e}; '
+          + result.describe())
+    meta = read_metadata(result.path)
+    assert meta['task'] == 'detection' and len(meta['classes']) == 80 and meta['input_size'] == list(SIZE)
+    assert meta['color_order'] == 'RGB' and meta['mean'] == [123.675, 116.28, 103.53] and meta['score_threshold'] == 0.05
+    assert meta['config'] == config and meta['weights'] == 'random' and 'edgeformers_version' in meta
+    if fmt == 'onnx':
+        import onnx
+        assert [o.name for o in onnx.load(result.path).graph.output] == ['boxes', 'scores', 'labels']
+    else:
+        # the network is delegated; what runs on portable kernels is the post-processing
+        # (top-k, gathers, the NMS iteration) and the FPN's nearest upsampling
+        assert 'aten.convolution.default' not in result.not_delegated
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
+def test_segmentor_seg_map_equals_mmseg_predict(fmt, tmp_path):
+    pytest.importorskip('executorch' if fmt == 'executorch' else 'onnxruntime')
+    from mmseg.structures import SegDataSample
+    from backbones.export.contract import export_end_to_end, read_metadata
+    from backbones.export.formats import run_exported
+    model, _ = build_model_from_config(str(SEG / 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py'))
+    model.eval()
+    target = end_to_end(Target('fpn', SegmentorLogits(prepare_for_export(model, SIZE)).eval(), SIZE, model,
+                               'segmentor'))
+    image = _image(1)
+    result = export_end_to_end(target, fmt, str(tmp_path), example=image)
+    (seg_map,) = run_exported(result.path, image)
+    assert seg_map.dtype == torch.uint8 and seg_map.shape == (1, *SIZE)
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    x = (image.permute(0, 3, 1, 2).float() - mean) / std
+    meta = dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE, padding_size=[0, 0, 0, 0])
+    with torch.no_grad():
+        logits = model.predict(x, [SegDataSample(metainfo=meta)])[0].seg_logits.data
+    agree = (seg_map[0].long() == logits.argmax(0)).float().mean().item()
+    print(f'segmentor {fmt}: seg_map agrees with argmax of mmseg logits on {agree:.4%} of pixels; '
+          + result.describe())
+    assert agree >= 0.999
+    meta = read_metadata(result.path)
+    assert meta['task'] == 'segmentation' and len(meta['classes']) == 150 and meta['outputs'] == ['seg_map']

@@ -10,13 +10,18 @@ Formats: executorch (XNNPACK, fp32), executorch-int8 (XNNPACK pt2e quantizer; --
 images, else random inputs), onnx (opset 18, onnxruntime), coreml (.mlpackage; prediction
 needs macOS), tflite (litert-torch, the [tflite] extra). Each export prints its file size,
 the fraction of operators delegated (ExecuTorch) and the largest difference from eager.
-Detectors export backbone + neck + dense heads; anchor decoding, NMS and RoI stages run on
-the host (backbones.export.targets.retinanet_postprocess / mask_rcnn_postprocess).
+RetinaNet and Semantic FPN export end to end by default: uint8 RGB image [1, H, W, 3] in;
+boxes / scores / labels (decoding and NMS in the graph) or seg_map out; metadata in the file
+(ONNX, Core ML) or in <name>.json beside a .pte. --raw exports the raw network outputs instead;
+Mask R-CNN always does (its RoI stages run on the host: backbones.export.targets).
+Without --checkpoint the weights are random (a warning says so); existing files are kept
+unless --force; a format that fails is reported and the exit status is non-zero.
 """
 import argparse
 import os
 import sys
 import tempfile
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -59,6 +64,10 @@ def parse_args(argv=None):
                              'lists the weights that keep their initialisation')
     parser.add_argument('--calib', help='folder of images for int8 calibration')
     parser.add_argument('--out-dir', default='work_dirs/export', help='default: work_dirs/export')
+    parser.add_argument('--raw', action='store_true',
+                        help='detectors / segmentors: export the raw network outputs (float NCHW input) instead of '
+                             'the end-to-end model (uint8 RGB image in; boxes, scores, labels / seg_map out)')
+    parser.add_argument('--force', action='store_true', help='overwrite existing files')
     args = parser.parse_args(argv)
     if min(args.size) < 1:
         parser.error(f'--size {args.size[0]} {args.size[1]}: height and width must be positive, e.g. --size 224 224')
@@ -81,26 +90,33 @@ def main(argv=None) -> int:
     # heavy: torch, mmdet, the export stacks
     from backbones.checkpoints.io import CheckpointFileError
     from backbones.checkpoints.loading import CheckpointMismatchError
-    from backbones.export.convert import calibration_images, export
-    from backbones.export.formats import MissingExtra
+    from backbones.export.contract import end_to_end, export_formats
+    from backbones.export.convert import calibration_images
     from backbones.export.targets import build_target
     from backbones.runtime.cli import quiet_third_party_warnings
     quiet_third_party_warnings()
+    if not args.checkpoint and not args.model.endswith('.py'):
+        warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
     try:
         target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial)
     except (CheckpointFileError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    if args.model.endswith('.py') and not args.checkpoint and not _config_loads_weights(target):
+        warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
+    if not args.raw and target.kind in ('retinanet', 'segmentor'):
+        target = end_to_end(target, config=args.model, checkpoint=args.checkpoint)
     calibration = calibration_images(args.calib, tuple(args.size)) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
-    failed = 0
-    for fmt in args.formats:
-        try:
-            print(export(target, fmt, args.out_dir, calibration=calibration).describe(), flush=True)
-        except MissingExtra as err:
-            print(f'{fmt:<16} skipped: {err}', flush=True)
-            failed += 1
+    failed = export_formats(target, args.formats, args.out_dir, force=args.force, calibration=calibration,
+                            log=lambda line: print(line, flush=True))
     return 1 if failed else 0
+
+
+def _config_loads_weights(target) -> bool:
+    """The config itself names pretrained weights (init_cfg with a checkpoint)."""
+    init = getattr(getattr(target.full_model, 'backbone', None), 'init_cfg', None) or {}
+    return bool(isinstance(init, dict) and init.get('checkpoint'))
 
 
 if __name__ == '__main__':

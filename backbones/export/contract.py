@@ -87,7 +87,8 @@ def class_names(model: nn.Module, kind: str) -> Tuple[str, ...]:
     return tuple(CocoDataset.METAINFO['classes'])
 
 
-def end_to_end(target: Target, candidates: int = 1000, iterations: int = 32) -> Target:
+def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optional[str] = None,
+               candidates: int = 1000, iterations: int = 32) -> Target:
     """The end-to-end version of a ``retinanet`` or ``segmentor`` target (same name and size):
     uint8 image in, boxes / scores / labels or seg_map out, with its metadata in ``meta``."""
     model = target.full_model
@@ -107,7 +108,7 @@ def end_to_end(target: Target, candidates: int = 1000, iterations: int = 32) -> 
         module = EndToEndDetector(image_input, target.module, post)
         score_thr = post.score_thr
     meta = metadata(target.kind, class_names(model, target.kind), (h, w), mean, std, score_thr,
-                    config=getattr(target, 'config', None), checkpoint=getattr(target, 'checkpoint', None))
+                    config=config, checkpoint=checkpoint)
     if target.kind == 'retinanet':
         meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates,
                     nms_iterations=iterations)
@@ -132,3 +133,107 @@ def metadata(kind: str, classes: Sequence[str], size: Tuple[int, int], mean: Seq
                 input_dtype='uint8', color_order='RGB', mean=list(mean), std=list(std), score_threshold=score_thr,
                 outputs=OUTPUT_NAMES[kind], config=config, checkpoint=checkpoint or None,
                 weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version)
+
+
+# ---------------------------------------------------------------------------- artifacts
+def metadata_path(path: str) -> str:
+    """``<name>.json`` beside a ``.pte`` (ExecuTorch files carry no metadata of their own)."""
+    import os.path as osp
+    return osp.splitext(path)[0] + '.json'
+
+
+def attach_metadata(path: str, meta: Dict[str, object]) -> None:
+    """Write ``meta`` into / beside an exported file: ONNX ``metadata_props`` (each value
+    JSON-encoded; the outputs also get their names), Core ML user metadata and class labels,
+    a JSON file beside anything else."""
+    import json
+    if path.endswith('.onnx'):
+        import onnx
+        model = onnx.load(path)
+        _rename_onnx_outputs(model, list(meta.get('outputs') or []))
+        del model.metadata_props[:]
+        for key, value in meta.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(value)
+        onnx.save(model, path)
+    elif path.endswith('.mlpackage'):
+        import coremltools as ct
+        mlmodel = ct.models.MLModel(path, skip_model_load=True)
+        for key, value in meta.items():
+            mlmodel.user_defined_metadata[key] = json.dumps(value)
+        mlmodel.short_description = f'edgeformers {meta.get("task")} ({meta.get("config")})'
+        mlmodel.save(path)
+    else:
+        with open(metadata_path(path), 'w') as f:
+            json.dump(meta, f, indent=1)
+
+
+def read_metadata(path: str) -> Dict[str, object]:
+    """The metadata :func:`attach_metadata` wrote."""
+    import json
+    if path.endswith('.onnx'):
+        import onnx
+        return {p.key: json.loads(p.value) for p in onnx.load(path, load_external_data=False).metadata_props}
+    if path.endswith('.mlpackage'):
+        import coremltools as ct
+        meta = ct.models.MLModel(path, skip_model_load=True).user_defined_metadata
+        return {k: json.loads(v) for k, v in meta.items() if not k.startswith('com.')}
+    with open(metadata_path(path)) as f:
+        return json.load(f)
+
+
+def _rename_onnx_outputs(model, names) -> None:
+    graph = model.graph
+    for output, name in zip(graph.output, names):
+        old = output.name
+        if old == name:
+            continue
+        for node in graph.node:
+            for i, value in enumerate(node.output):
+                if value == old:
+                    node.output[i] = name
+            for i, value in enumerate(node.input):
+                if value == old:
+                    node.input[i] = name
+        output.name = name
+
+
+def export_end_to_end(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tensor] = None):
+    """Export an :func:`end_to_end` target to ``fmt`` (parity-checked against eager where the
+    format runs here) and attach its metadata. Returns the :class:`ExportResult`."""
+    from .convert import export
+    result = export(target, fmt, out_dir, example=example if example is not None else target.example)
+    attach_metadata(result.path, target.meta)
+    return result
+
+
+# ---------------------------------------------------------------------------- the export tool
+def export_formats(target: Target, formats: Sequence[str], out_dir: str, force: bool = False, calibration=None,
+                   log=print) -> int:
+    """Export ``target`` to each format: an existing file is kept unless ``force``; a format
+    that fails is reported with its reason and the others still run. Returns the number of
+    formats that failed (or were skipped for a missing extra)."""
+    import os.path as osp
+    from .convert import export, export_path
+    from .formats import MissingExtra
+    failed = 0
+    for fmt in formats:
+        try:
+            path = export_path(target.name, fmt, target.size, out_dir)
+            if osp.exists(path) and not force:
+                log(f'{fmt:<16} kept existing {path} (--force to overwrite)')
+                continue
+            meta = getattr(target, 'meta', None)
+            if meta is not None:
+                result = export(target, fmt, out_dir, example=target.example, calibration=calibration)
+                attach_metadata(result.path, meta)
+            else:
+                result = export(target, fmt, out_dir, calibration=calibration)
+            log(result.describe())
+        except MissingExtra as err:
+            log(f'{fmt:<16} skipped: {err}')
+            failed += 1
+        except Exception as err:  # noqa: BLE001  (report, go on with the other formats)
+            log(f'{fmt:<16} FAILED: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}')
+            failed += 1
+    return failed
