@@ -112,12 +112,16 @@ class PatchSpread(nn.ConvTranspose2d):
         super().__init__(channels, channels, stride, stride=stride, groups=channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # tensors of rank <= 5 (Core ML's limit): the rows go to the batch dimension while
+        # each token is multiplied by its channel's s x s kernel
         B, C, h, w = x.shape
         s = self.stride[0]
-        out = x.reshape(B, C, h, 1, w, 1) * self.weight.reshape(1, C, 1, s, 1, s)
+        rows = x.transpose(1, 2).reshape(B * h, C, 1, w, 1)
+        out = (rows * self.weight.reshape(1, C, s, 1, s)).reshape(B, h, C, s, w * s)
+        out = out.transpose(1, 2).reshape(B, C, h * s, w * s)
         if self.bias is not None:
-            out = out + self.bias.reshape(1, C, 1, 1, 1, 1)
-        return out.reshape(B, C, h * s, w * s)
+            out = out + self.bias.reshape(1, C, 1, 1)
+        return out
 
 
 class SparseAttention(nn.Module):
