@@ -20,8 +20,8 @@ from .targets import DenseDetector, SegmentorLogits, Target
 def preprocessor_settings(model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...], bool]:
     """(mean, std, bgr_to_rgb) of an mmdet / mmseg model's data preprocessor."""
     pre = model.data_preprocessor
-    mean = tuple(round(float(v), 6) for v in pre.mean.flatten()) if getattr(pre, '_enable_normalize', True) else (0., 0., 0.)
-    std = tuple(round(float(v), 6) for v in pre.std.flatten()) if getattr(pre, '_enable_normalize', True) else (1., 1., 1.)
+    mean = tuple(float(f'{float(v):.7g}') for v in pre.mean.flatten()) if getattr(pre, '_enable_normalize', True) else (0., 0., 0.)
+    std = tuple(float(f'{float(v):.7g}') for v in pre.std.flatten()) if getattr(pre, '_enable_normalize', True) else (1., 1., 1.)
     # mmengine / mmdet name it _channel_conversion, mmseg channel_conversion
     conversion = getattr(pre, '_channel_conversion', getattr(pre, 'channel_conversion', False))
     return mean, std, bool(conversion)
