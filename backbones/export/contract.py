@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..fileio import atomic_path, write_json
 from .postprocess import RetinaNetPostprocess
 from .targets import DenseDetector, SegmentorLogits, Target
 
@@ -157,17 +158,18 @@ def attach_metadata(path: str, meta: Dict[str, object]) -> None:
         for key, value in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)
-        onnx.save(model, path)
+        with atomic_path(path) as tmp:
+            onnx.save(model, tmp)
     elif path.endswith('.mlpackage'):
         import coremltools as ct
         mlmodel = ct.models.MLModel(path, skip_model_load=True)
         for key, value in meta.items():
             mlmodel.user_defined_metadata[key] = json.dumps(value)
         mlmodel.short_description = f'edgeformers {meta.get("task")} ({meta.get("config")})'
-        mlmodel.save(path)
+        with atomic_path(path) as tmp:
+            mlmodel.save(tmp)
     else:
-        with open(metadata_path(path), 'w') as f:
-            json.dump(meta, f, indent=1)
+        write_json(metadata_path(path), meta, indent=1)
 
 
 def read_metadata(path: str) -> Dict[str, object]:
