@@ -10,6 +10,13 @@ Markdown table, a JSON file and a plot of ImageNet top-1 against latency.
 
 At 224 it also times eager PyTorch forwards of our EfficientFormerV2 beside timm's (batch 8,
 all cores; --no-eager skips it).
+
+--end-to-end times detector / segmentor configs exported end to end (uint8 image in; decoding
+and NMS, or the argmax, in the graph) beside their raw networks, and reports what the
+post-processing costs. Without models it takes RetinaNet at 640x640 and Semantic FPN at
+512x512 for EdgeViT-XXS and EfficientFormerV2-S0 (ExecuTorch fp32, 1 thread):
+
+    python tools/benchmark.py --end-to-end
 """
 import argparse
 import os
@@ -19,18 +26,55 @@ from dataclasses import asdict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+#: --end-to-end without models: (config, size)
+END_TO_END_DEFAULTS = (
+    ('detection/retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py', (640, 640)),
+    ('detection/retinanet_efficientformerv2-s0_fpn_8xb2-1x_coco.py', (640, 640)),
+    ('segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py', (512, 512)),
+    ('segmentation/fpn_efficientformerv2-s0_8xb4-40k_ade20k-512x512.py', (512, 512)),
+)
+
+
+def end_to_end_main(args, machine) -> int:
+    from backbones.export.benchmark import format_end_to_end_table, run_end_to_end_benchmark
+    from backbones.fileio import write_json, write_text
+    if args.models:
+        jobs = [(m, tuple(args.size) if args.size else (640, 640)) for m in args.models]
+    else:
+        jobs = [(os.path.join(CONFIGS, c), tuple(args.size) if args.size else size) for c, size in END_TO_END_DEFAULTS]
+    fmt = args.formats[0] if args.formats else 'executorch'
+    threads = sorted(set(args.threads)) if args.threads else [1]
+    timings = []
+    for config, size in jobs:
+        timings += run_end_to_end_benchmark([config], size, fmt, threads, args.seconds, args.out_dir,
+                                            log=lambda s: print(s, flush=True), reuse=args.reuse)
+    table = format_end_to_end_table(timings, machine)
+    print('\n' + table)
+    write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
+    write_json(os.path.join(args.out_dir, 'end_to_end.json'),
+               dict(machine=machine, timings=[dict(vars(t), post_ms=t.post_ms, post_share=t.post_share)
+                                              for t in timings]), indent=2)
+    return 0
+
+
 def main(argv=None) -> int:
     from backbones.export.benchmark import (eager_comparison, format_eager_table, format_table, machine_description,
                                             plot, run_benchmark, timed_formats)
     from backbones.fileio import write_json, write_text
     from backbones.registry import variant_names
-    from backbones.runtime.cli import add_size_argument, quiet_third_party_warnings
+    from backbones.runtime.cli import quiet_third_party_warnings
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('models', nargs='*', help='backbone names or config files (default: every registered backbone)')
-    add_size_argument(parser, (224, 224))
-    parser.add_argument('--formats', nargs='+', default=['executorch', 'executorch-int8', 'onnx'],
-                        choices=timed_formats())
-    parser.add_argument('--threads', type=int, nargs='+', default=[1, os.cpu_count() or 1])
+    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input height and width (default: 224 224; --end-to-end: 640 640 for detectors, '
+                             '512 512 for segmentors)')
+    parser.add_argument('--formats', nargs='+', choices=timed_formats(),
+                        help='default: executorch executorch-int8 onnx (--end-to-end: executorch)')
+    parser.add_argument('--threads', type=int, nargs='+',
+                        help='default: 1 and all cores (--end-to-end: 1)')
+    parser.add_argument('--end-to-end', action='store_true',
+                        help='time detector / segmentor configs end to end beside their raw networks')
     parser.add_argument('--seconds', type=float, default=3.0, help='timing window per model (default 3 s)')
     parser.add_argument('--reuse', action='store_true',
                         help='time the exports already under OUT_DIR/models again instead of exporting anew')
@@ -39,6 +83,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     quiet_third_party_warnings()
     machine = machine_description()
+    if args.end_to_end:
+        return end_to_end_main(args, machine)
+    args.size = args.size or (224, 224)
+    args.formats = args.formats or ['executorch', 'executorch-int8', 'onnx']
+    args.threads = args.threads or [1, os.cpu_count() or 1]
     timings = run_benchmark(args.models or variant_names(), tuple(args.size), args.formats,
                             sorted(set(args.threads)), args.seconds, args.out_dir,
                             log=lambda s: print(s, flush=True), reuse=args.reuse)

@@ -257,3 +257,79 @@ def machine_description() -> str:
     except OSError:
         pass
     return f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__.split("+")[0]}'
+
+
+# ---------------------------------------------------------------------------- end to end
+@dataclass
+class EndToEndTiming:
+    """One detector / segmentor timed as its raw network (float NCHW in, head tensors out)
+    and end to end (uint8 image in; decoding, NMS or argmax in the graph)."""
+    model: str
+    kind: str
+    fmt: str
+    threads: int
+    size: Tuple[int, int]
+    raw_ms: float
+    end_to_end_ms: float
+    runs: int
+
+    @property
+    def post_ms(self) -> float:
+        """What the end-to-end graph adds: input conversion and post-processing."""
+        return self.end_to_end_ms - self.raw_ms
+
+    @property
+    def post_share(self) -> float:
+        return self.post_ms / self.end_to_end_ms
+
+
+def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt: str, threads: Sequence[int],
+                             seconds: float, out_dir: str, log: Callable[[str], None] = print,
+                             reuse: bool = False) -> List[EndToEndTiming]:
+    """Export each config (RetinaNet, Mask R-CNN or Semantic FPN) raw and end to end to
+    ``fmt`` at ``size`` and time the two interleaved: the difference is the cost of the
+    in-graph input conversion and post-processing."""
+    from .contract import end_to_end
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    image = torch.randint(0, 256, (1, *size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    results: List[EndToEndTiming] = []
+    for config in configs:
+        label = target_name(config)
+        paths, kind = {}, None
+        target = None
+        for variant, example in (('raw', x), ('end_to_end', image)):
+            folder = osp.join(out_dir, 'models', variant)
+            path = export_path(label, fmt, size, folder)
+            if reuse and osp.exists(path):
+                paths[variant] = path
+                log(f'reusing {path}')
+                continue
+            if target is None:
+                target = build_target(config, size)
+                kind = target.kind
+            module = target if variant == 'raw' else end_to_end(target, config=config)
+            result = export(module, fmt, folder, example=example)
+            paths[variant] = result.path
+            log(f'exported {label} {variant} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
+                + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
+                + f'max rel diff {result.max_rel_diff:.1e}')
+        for n_threads in threads:
+            runners = {'raw': _call(fmt, paths['raw'], x, n_threads),
+                       'end_to_end': _call(fmt, paths['end_to_end'], image, n_threads)}
+            stats = time_interleaved(runners, seconds * 2)
+            t = EndToEndTiming(label, kind or 'unknown', fmt, n_threads, tuple(size), stats['raw'][0],
+                               stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]))
+            results.append(t)
+            log(f'{label:<48} {n_threads}T raw {t.raw_ms:8.2f} ms  end to end {t.end_to_end_ms:8.2f} ms  '
+                f'post-processing {t.post_ms:7.2f} ms ({t.post_share:.1%})')
+    return results
+
+
+def format_end_to_end_table(timings: Sequence[EndToEndTiming], machine: str) -> str:
+    lines = [f'End-to-end exports against their raw networks, median latency, measured on {machine}.', '',
+             '| model | size | format | threads | raw ms | end to end ms | post-processing ms | share |',
+             '|---|---|---|---|---|---|---|---|']
+    for t in timings:
+        lines.append(f'| {t.model} | {t.size[0]}x{t.size[1]} | {t.fmt} | {t.threads} | {t.raw_ms:.2f} | '
+                     f'{t.end_to_end_ms:.2f} | {t.post_ms:.2f} | {t.post_share:.1%} |')
+    return '\n'.join(lines)
