@@ -3,8 +3,14 @@
 and Semantic FPN (EdgeViT-XXS) from the project's configs, evaluate them (COCO bbox/mask AP,
 mIoU), save checkpoints and a PNG of predictions, and print a results table.
 
+After training, both models are exported end to end (uint8 RGB image in; boxes, scores,
+labels (and masks) or seg_map out) and the exports are evaluated through the torch-free
+runner tools/run_exported.py with the same metrics, printed beside the eager ones.
+--export-formats picks the formats (default onnx; executorch and executorch-int8, calibrated
+on training images, are the others; none skips the step).
+
 Any config works (--det-config / --seg-config, or 'none' to skip one); the data size,
-image size and schedule are options. Defaults took 8.3 minutes on 2 idle CPU cores.
+image size and schedule are options.
 """
 import argparse
 import os
@@ -13,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbones.demo.configs import check_config_task  # noqa: E402
+from backbones.demo.exported import EVALUATED_FORMATS  # noqa: E402
 from backbones.demo.job import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, format_results, run_demo  # noqa: E402
 from backbones.runtime.cli import check_writable_dir, quiet_third_party_warnings  # noqa: E402
 
@@ -33,6 +40,9 @@ def main(argv=None) -> int:
     parser.add_argument('--seg-iters', type=int, default=150, help='segmentor training iterations (default: 150)')
     parser.add_argument('--batch-size', type=int, default=4, help='images per iteration (default: 4)')
     parser.add_argument('--seed', type=int, default=0, help='dataset seed, >= 0 (default: 0)')
+    parser.add_argument('--export-formats', nargs='+', default=['onnx'],
+                        choices=list(EVALUATED_FORMATS) + ['none'],
+                        help='end-to-end exports evaluated after training (default: onnx; none skips them)')
     args = parser.parse_args(argv)
     for name in ('num_train', 'num_val', 'det_iters', 'seg_iters', 'batch_size'):
         if getattr(args, name) < 1:
@@ -63,7 +73,8 @@ def main(argv=None) -> int:
             parser.error(err.strerror or str(err))
     results = run_demo(work_dir=args.work_dir, data_root=args.data_root, num_train=args.num_train,
                        num_val=args.num_val, size=args.size, det_iters=args.det_iters,
-                       seg_iters=args.seg_iters, batch_size=args.batch_size, seed=args.seed, **configs)
+                       seg_iters=args.seg_iters, batch_size=args.batch_size, seed=args.seed,
+                       export_formats=[f for f in args.export_formats if f != 'none'], **configs)
     print(format_results(results))
     return 0
 

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
     if not args.raw and target.kind in ('retinanet', 'segmentor'):
         target = end_to_end(target, config=args.model, checkpoint=args.checkpoint)
-    calibration = calibration_images(args.calib, tuple(args.size)) if args.calib else None
+    calibration = calibration_images(args.calib, tuple(args.size), uint8=target.takes_images) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
     failed = export_formats(target, args.formats, args.out_dir, force=args.force, calibration=calibration,
                             log=lambda line: print(line, flush=True))

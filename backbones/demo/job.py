@@ -4,7 +4,10 @@
 Mask R-CNN and a Semantic FPN from the project's own configs (only ``data_root``, the image
 size and the schedule are changed), evaluates them with mmdet's COCO metric and mmseg's
 mIoU, saves checkpoints, draws predictions on validation images with the mmdet / mmseg
-visualizers into one PNG, and returns a results table.
+visualizers into one PNG, then exports both trained models end to end (ONNX by default,
+``export_formats`` adds ExecuTorch fp32 / int8) and evaluates the exports through the
+torch-free runner with the same metrics (:mod:`backbones.demo.exported`), and returns a
+results table with eager and exported figures side by side.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import copy
 import os
 import os.path as osp
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from mmengine.config import Config
@@ -23,6 +26,7 @@ from ..runtime.cli import check_writable_dir
 from ..runtime.engine import build_runner
 from .configs import check_config_task, detection_config, segmentation_config
 from .dataset import make_dataset
+from .exported import EVALUATED_FORMATS, evaluate_export, export_trained
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_DET_CONFIG = osp.join(ROOT, 'configs', 'detection', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
@@ -47,6 +51,22 @@ def _train_and_test(cfg: Config, name: str) -> Dict[str, Any]:
         cfg.dump(tmp)
     return dict(metrics={k: float(v) for k, v in metrics.items()}, train_seconds=train_time,
                 checkpoint=checkpoint, config=osp.join(cfg.work_dir, 'config.py'))
+
+
+def _export_and_evaluate(result: Dict[str, Any], cfg: Config, task: str, size: int,
+                         formats: Sequence[str]) -> None:
+    """Export ``result``'s trained model end to end to ``formats`` and evaluate each export
+    on the validation split; adds ``result['exports']``."""
+    print_log(f'[demo] exporting {result["config_name"]} end to end ({", ".join(formats)}) and evaluating '
+              'the exports through tools/run_exported.py', logger='current')
+    exports = export_trained(cfg, result['config'], result['checkpoint'], (size, size), formats,
+                             osp.join(cfg.work_dir, 'export'))
+    for fmt, info in exports.items():
+        if 'path' in info:
+            start = time.time()
+            info['metrics'] = evaluate_export(cfg, info['path'], task)
+            info['eval_seconds'] = time.time() - start
+    result['exports'] = exports
 
 
 def _titled(tile_row: np.ndarray, title: str) -> np.ndarray:
@@ -99,8 +119,12 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
              det_config: Optional[str] = DEFAULT_DET_CONFIG, seg_config: Optional[str] = DEFAULT_SEG_CONFIG,
              num_train: int = 200, num_val: int = 50, size: int = 192, det_iters: int = 120,
              seg_iters: int = 150, batch_size: int = 4, det_lr: float = 1e-3, seg_lr: float = 1e-3,
-             num_vis: int = 4, seed: int = 0) -> Dict[str, Any]:
-    """Run the whole job; returns the results (also written to ``work_dir/results.json``)."""
+             num_vis: int = 4, seed: int = 0, export_formats: Sequence[str] = ('onnx',)) -> Dict[str, Any]:
+    """Run the whole job; returns the results (also written to ``work_dir/results.json``).
+    ``export_formats``: end-to-end exports evaluated after training (empty: none)."""
+    unknown = [f for f in export_formats if f not in EVALUATED_FORMATS]
+    if unknown:
+        raise ValueError(f'export formats {unknown}: the demo evaluates {list(EVALUATED_FORMATS)}')
     if det_config:
         check_config_task(det_config, 'detection', '--det-config')
     if seg_config:
@@ -120,11 +144,15 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
                                work_dir=osp.join(work_dir, 'detection'))
         det = dict(_train_and_test(cfg, osp.basename(det_config)), config_name=osp.basename(det_config))
         results['detection'] = det
+        if export_formats:
+            _export_and_evaluate(det, cfg, 'detection', size, export_formats)
     if seg_config:
         cfg = segmentation_config(seg_config, roots['ade'], size, seg_iters, batch_size, seg_lr,
                                   work_dir=osp.join(work_dir, 'segmentation'))
         seg = dict(_train_and_test(cfg, osp.basename(seg_config)), config_name=osp.basename(seg_config))
         results['segmentation'] = seg
+        if export_formats:
+            _export_and_evaluate(seg, cfg, 'segmentation', size, export_formats)
     if num_vis > 0 and (det or seg):
         images = sorted(os.listdir(osp.join(roots['coco'], 'val2017')))[:num_vis]
         results['predictions_png'] = _draw(det, seg, [osp.join(roots['coco'], 'val2017', i) for i in images],
@@ -134,24 +162,38 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
     return results
 
 
+#: (metrics key, label, scale) per task, as the results table prints them
+TABLE_METRICS = {
+    'detection': (('coco/bbox_mAP', 'bbox AP', 1), ('coco/bbox_mAP_50', 'bbox AP50', 1),
+                  ('coco/segm_mAP', 'mask AP', 1), ('coco/segm_mAP_50', 'mask AP50', 1)),
+    'segmentation': (('mIoU', 'mIoU', 100), ('aAcc', 'pixel acc', 100), ('mAcc', 'mean acc', 100)),
+}
+
+
 def format_results(results: Dict[str, Any]) -> str:
-    """The results table printed at the end of the job."""
-    lines = ['', f'{"task":<13} {"config":<52} {"metric":<14} {"value":>7}']
-    det, seg = results.get('detection'), results.get('segmentation')
-    if det:
-        m = det['metrics']
-        for key, label in (('coco/bbox_mAP', 'bbox AP'), ('coco/bbox_mAP_50', 'bbox AP50'),
-                           ('coco/segm_mAP', 'mask AP'), ('coco/segm_mAP_50', 'mask AP50')):
-            if key in m:
-                lines.append(f'{"detection":<13} {det["config_name"]:<52} {label:<14} {m[key]:>7.3f}')
-    if seg:
-        m = seg['metrics']
-        for key, label in (('mIoU', 'mIoU'), ('aAcc', 'pixel acc'), ('mAcc', 'mean acc')):
-            if key in m:
-                lines.append(f'{"segmentation":<13} {seg["config_name"]:<52} {label:<14} {m[key] / 100:>7.3f}')
-    for task, r in (('detection', det), ('segmentation', seg)):
-        if r:
-            lines.append(f'{task}: trained in {r["train_seconds"] / 60:.1f} min, checkpoint {r["checkpoint"]}')
+    """The results table printed at the end of the job: eager PyTorch and each end-to-end
+    export side by side, evaluated the same way on the validation split."""
+    lines = []
+    for task in ('detection', 'segmentation'):
+        r = results.get(task)
+        if not r:
+            continue
+        exports = r.get('exports', {})
+        columns = ['eager'] + list(exports)
+        metrics = {'eager': r['metrics'], **{fmt: info.get('metrics', {}) for fmt, info in exports.items()}}
+        lines += ['', f'{task}: {r["config_name"]}',
+                  f'  {"metric":<12}' + ''.join(f'{c:>17}' for c in columns)]
+        for key, label, scale in TABLE_METRICS[task]:
+            if key not in r['metrics']:
+                continue
+            cells = [f'{metrics[c][key] / scale:.3f}' if key in metrics[c] else '-' for c in columns]
+            lines.append(f'  {label:<12}' + ''.join(f'{cell:>17}' for cell in cells))
+        for fmt, info in exports.items():
+            if 'error' in info:
+                lines.append(f'  {fmt}: export failed: {info["error"]}')
+            else:
+                lines.append(f'  {fmt}: {info["path"]} ({info["size_mb"]:.1f} MB)')
+        lines.append(f'  trained in {r["train_seconds"] / 60:.1f} min, checkpoint {r["checkpoint"]}')
     if 'predictions_png' in results:
         lines.append(f'predictions drawn on validation images: {results["predictions_png"]}')
     lines.append(f'total time {results["total_seconds"] / 60:.1f} min')

@@ -48,31 +48,47 @@ class ImageInput(nn.Module):
         return (x - self.mean) / self.std
 
 
-class EndToEndDetector(nn.Module):
+class EndToEnd(nn.Module):
+    """uint8 image -> :class:`ImageInput` -> ``network`` -> the task's outputs. Subclasses
+    say what follows the network; :meth:`quantize_int8` quantises the network only."""
+
+    def __init__(self, image_input: ImageInput, network: nn.Module) -> None:
+        super().__init__()
+        self.image_input = image_input
+        self.network = network
+
+    def quantize_int8(self, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> 'EndToEnd':
+        """A copy whose network is int8 (XNNPACK quantizer, calibrated on ``calibration``
+        uint8 images), with input conversion and post-processing left in float: box
+        decoding, IoU and NMS keep their precision."""
+        import copy
+        from .convert import quantize_int8
+        with torch.no_grad():
+            network = quantize_int8(self.network, self.image_input(example),
+                                    [self.image_input(image) for image in calibration])
+        out = copy.copy(self)
+        out._modules = dict(self._modules, network=network)
+        return out
+
+
+class EndToEndDetector(EndToEnd):
     """uint8 image -> ``(boxes, scores, labels)``: network, decoding and NMS in one graph."""
 
     def __init__(self, image_input: ImageInput, dense: DenseDetector, post: RetinaNetPostprocess) -> None:
-        super().__init__()
-        self.image_input = image_input
-        self.dense = dense
+        super().__init__(image_input, dense)
         self.post = post
 
     def forward(self, image: torch.Tensor):
-        outputs = self.dense(self.image_input(image))
+        outputs = self.network(self.image_input(image))
         n = len(outputs) // 2
         return self.post(list(outputs[:n]), list(outputs[n:]))
 
 
-class EndToEndSegmentor(nn.Module):
+class EndToEndSegmentor(EndToEnd):
     """uint8 image -> ``seg_map`` uint8 ``[1, H, W]``, the argmax class after the resize."""
 
-    def __init__(self, image_input: ImageInput, logits: SegmentorLogits) -> None:
-        super().__init__()
-        self.image_input = image_input
-        self.logits = logits
-
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.image_input(image)).argmax(1).to(torch.uint8)
+        return self.network(self.image_input(image)).argmax(1).to(torch.uint8)
 
 
 OUTPUT_NAMES = {'retinanet': ['boxes', 'scores', 'labels'], 'segmentor': ['seg_map']}
@@ -115,10 +131,8 @@ def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optiona
     if target.kind == 'retinanet':
         meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates,
                     nms_iterations=iterations)
-    out = Target(target.name, module.eval(), target.size, model, target.kind)
-    out.meta = meta
-    out.example = torch.zeros(1, h, w, 3, dtype=torch.uint8)
-    return out
+    return Target(target.name, module.eval(), target.size, model, target.kind, meta=meta,
+                  example=torch.zeros(1, h, w, 3, dtype=torch.uint8))
 
 
 def metadata(kind: str, classes: Sequence[str], size: Tuple[int, int], mean: Sequence[float], std: Sequence[float],
@@ -202,11 +216,14 @@ def _rename_onnx_outputs(model, names) -> None:
         output.name = name
 
 
-def export_end_to_end(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tensor] = None):
+def export_end_to_end(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tensor] = None,
+                      calibration: Optional[Sequence[torch.Tensor]] = None):
     """Export an :func:`end_to_end` target to ``fmt`` (parity-checked against eager where the
-    format runs here) and attach its metadata. Returns the :class:`ExportResult`."""
+    format runs here) and attach its metadata. ``calibration``: uint8 images for int8.
+    Returns the :class:`ExportResult`."""
     from .convert import export
-    result = export(target, fmt, out_dir, example=example if example is not None else target.example)
+    result = export(target, fmt, out_dir, example=example if example is not None else target.example,
+                    calibration=calibration)
     attach_metadata(result.path, target.meta)
     return result
 
@@ -227,12 +244,9 @@ def export_formats(target: Target, formats: Sequence[str], out_dir: str, force: 
             if osp.exists(path) and not force:
                 log(f'{fmt:<16} kept existing {path} (--force to overwrite)')
                 continue
-            meta = getattr(target, 'meta', None)
-            if meta is not None:
-                result = export(target, fmt, out_dir, example=target.example, calibration=calibration)
-                attach_metadata(result.path, meta)
-            else:
-                result = export(target, fmt, out_dir, calibration=calibration)
+            result = export(target, fmt, out_dir, example=target.example, calibration=calibration)
+            if target.meta is not None:
+                attach_metadata(result.path, target.meta)
             log(result.describe())
         except MissingExtra as err:
             log(f'{fmt:<16} skipped: {err}')

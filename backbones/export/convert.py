@@ -74,6 +74,14 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Sequenc
     return convert_pt2e(prepared)
 
 
+def _random_input(like: torch.Tensor, seed: int) -> torch.Tensor:
+    """A random input shaped and typed like ``like`` (uint8 images for end-to-end models)."""
+    g = torch.Generator().manual_seed(seed)
+    if like.dtype == torch.uint8:
+        return torch.randint(0, 256, like.shape, dtype=torch.uint8, generator=g)
+    return torch.rand(like.shape, generator=g)
+
+
 def export_path(name: str, fmt: str, size: Tuple[int, int], out_dir: str) -> str:
     """Where :func:`export` writes ``name`` (a target name) in ``fmt`` at ``size``."""
     return osp.join(out_dir, f'{name}_{size[0]}x{size[1]}{get_format(fmt).suffix}')
@@ -92,8 +100,10 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     start = time.time()
     path = export_path(target.name, fmt, (h, w), out_dir)
     if spec.quantized:
-        calib = calibration or [torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(i)) for i in range(8)]
-        module = quantize_int8(module, x, calib)
+        calib = calibration or [_random_input(x, seed) for seed in range(8)]
+        # end-to-end models quantise their network only (post-processing stays float)
+        quantize = getattr(module, 'quantize_int8', None)
+        module = quantize(x, calib) if quantize is not None else quantize_int8(module, x, calib)
     written = spec.write(module, x, path)
     seconds = time.time() - start
     result = ExportResult(fmt, path, file_size(path), seconds, delegated_fraction=written.delegated_fraction,
@@ -113,9 +123,11 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-def calibration_images(folder: str, size: Tuple[int, int], count: int = 16) -> List[torch.Tensor]:
+def calibration_images(folder: str, size: Tuple[int, int], count: int = 16,
+                       uint8: bool = False) -> List[torch.Tensor]:
     """Up to ``count`` .jpg / .png images of ``folder``, resized to ``size`` and normalised
-    as the configs do, for int8 calibration."""
+    as the configs do, for int8 calibration; with ``uint8`` as they are, ``[1, H, W, 3]`` RGB
+    (the input of end-to-end models)."""
     import mmcv
     paths = sorted(glob.glob(osp.join(folder, '*.jpg')) + glob.glob(osp.join(folder, '*.png')))[:count]
     if not paths:
@@ -125,5 +137,8 @@ def calibration_images(folder: str, size: Tuple[int, int], count: int = 16) -> L
     out = []
     for p in paths:
         img = mmcv.imresize(mmcv.imread(p, channel_order='rgb'), (size[1], size[0]))
+        if uint8:
+            out.append(torch.from_numpy(img)[None].contiguous())
+            continue
         out.append(((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None])
     return out

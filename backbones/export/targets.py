@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 import os.path as osp
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -69,6 +69,15 @@ class Target:
     size: Tuple[int, int]
     full_model: Optional[nn.Module] = None  # the mmdet / mmseg model (host-side steps)
     kind: str = 'backbone'                 # backbone | segmentor | retinanet | two-stage
+    #: what the artifact carries (end-to-end exports, :mod:`.contract`); None for raw exports
+    meta: Optional[Dict[str, Any]] = None
+    #: an input to trace with; None: a random float [1, 3, H, W]
+    example: Optional[torch.Tensor] = None
+
+    @property
+    def takes_images(self) -> bool:
+        """The input is a uint8 image [1, H, W, 3] (end to end), not a float tensor."""
+        return self.example is not None and self.example.dtype == torch.uint8
 
 
 #: the smallest side an export takes: every family downsamples by 32

@@ -1,0 +1,118 @@
+"""The main job's last step: export the trained models end to end and evaluate the exports.
+
+Each trained model is exported as an app would ship it (:mod:`backbones.export.contract`:
+uint8 RGB image in; boxes / scores / labels (and masks), or seg_map out), then every
+validation image is read from disk as an app would read it and run through
+``tools/run_exported.py`` (the torch-free reference runner), and its predictions go through
+the same mmdet / mmseg evaluator the eager test used, so the metrics compare side by side.
+int8 exports are calibrated on training images.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os.path as osp
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.logging import print_log
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+RUNNER = osp.join(ROOT, 'tools', 'run_exported.py')
+#: what --export-formats offers (the formats that run on this machine)
+EVALUATED_FORMATS = ('onnx', 'executorch', 'executorch-int8')
+
+
+def load_runner():
+    """``tools/run_exported.py`` as a module (it is a script of the checkout, not of the package)."""
+    if 'run_exported' in sys.modules:
+        return sys.modules['run_exported']
+    if not osp.isfile(RUNNER):
+        raise FileNotFoundError(f'{RUNNER} is missing: the demo evaluates exports through the runner of the checkout')
+    spec = importlib.util.spec_from_file_location('run_exported', RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules['run_exported'] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert('RGB'))
+
+
+def training_images(cfg, count: int = 16) -> List[str]:
+    """Paths of the first ``count`` training images of ``cfg``'s training set (int8 calibration)."""
+    from mmengine.registry import DATASETS, init_default_scope
+    init_default_scope(cfg.get('default_scope'))
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    return [dataset.get_data_info(i)['img_path'] for i in range(min(count, len(dataset)))]
+
+
+def export_trained(cfg, config_file: str, checkpoint: str, size: Sequence[int], formats: Sequence[str],
+                   out_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Export the trained model of ``config_file`` end to end to each format. Returns, per
+    format, ``path`` and the export's description, or ``error`` when it failed."""
+    import torch
+    from ..export.contract import end_to_end, export_end_to_end
+    from ..export.targets import build_target
+    size = (int(size[0]), int(size[1]))
+    target = end_to_end(build_target(config_file, size, checkpoint), config=config_file, checkpoint=checkpoint)
+    calibration = None
+    if any(fmt.endswith('int8') for fmt in formats):
+        from PIL import Image
+        calibration = []
+        for path in training_images(cfg):
+            image = Image.fromarray(_read_rgb(path)).resize((size[1], size[0]), Image.BILINEAR)
+            calibration.append(torch.from_numpy(np.asarray(image).copy())[None])
+    exports = {}
+    for fmt in formats:
+        start = time.time()
+        try:
+            result = export_end_to_end(target, fmt, out_dir, calibration=calibration)
+        except Exception as err:  # noqa: BLE001  (reported in the results; the other formats go on)
+            exports[fmt] = dict(error=f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}')
+            print_log(f'[demo] export {fmt} failed: {exports[fmt]["error"]}', logger='current')
+            continue
+        exports[fmt] = dict(path=result.path, seconds=time.time() - start, size_mb=result.size_bytes / 1e6,
+                            description=result.describe())
+        print_log(f'[demo] {result.describe()}', logger='current')
+    return exports
+
+
+def _data_sample(sample, prediction: Dict[str, np.ndarray], task: str):
+    """``sample`` (from the test loader) with the runner's prediction in mmdet / mmseg form."""
+    import torch
+    from mmengine.structures import InstanceData, PixelData
+    if task == 'segmentation':
+        sample.pred_sem_seg = PixelData(data=torch.from_numpy(prediction['seg_map'].astype(np.int64))[None])
+        return sample
+    instances = InstanceData()
+    instances.bboxes = torch.from_numpy(np.asarray(prediction['boxes'], np.float32).reshape(-1, 4))
+    instances.scores = torch.from_numpy(np.asarray(prediction['scores'], np.float32))
+    instances.labels = torch.from_numpy(np.asarray(prediction['labels'], np.int64))
+    if 'masks' in prediction:
+        instances.masks = torch.from_numpy(np.asarray(prediction['masks']).astype(bool))
+    sample.pred_instances = instances
+    return sample
+
+
+def evaluate_export(cfg, path: str, task: str, threads: Optional[int] = None) -> Dict[str, float]:
+    """Run the export at ``path`` through the runner on ``cfg``'s test split and evaluate its
+    predictions with ``cfg``'s test evaluator (the one the eager test used)."""
+    from mmengine.evaluator import Evaluator
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    runner_module = load_runner()
+    model = runner_module.load_model(path, threads=threads)
+    init_default_scope(cfg.get('default_scope'))
+    loader = Runner.build_dataloader(cfg.test_dataloader, seed=0)
+    evaluator = Evaluator(cfg.test_evaluator)
+    evaluator.dataset_meta = loader.dataset.metainfo
+    for batch in loader:
+        samples = [_data_sample(sample, runner_module.predict(model, _read_rgb(sample.img_path)), task)
+                   for sample in batch['data_samples']]
+        evaluator.process(data_samples=samples, data_batch=batch)
+    return {k: float(v) for k, v in evaluator.evaluate(len(loader.dataset)).items()}
