@@ -59,7 +59,11 @@ def export_trained(cfg, config_file: str, checkpoint: str, size: Sequence[int], 
     from ..export.contract import end_to_end, export_end_to_end
     from ..export.targets import build_target
     size = (int(size[0]), int(size[1]))
-    target = end_to_end(build_target(config_file, size, checkpoint), config=config_file, checkpoint=checkpoint)
+    try:
+        target = end_to_end(build_target(config_file, size, checkpoint), config=config_file, checkpoint=checkpoint)
+    except NotImplementedError as err:  # a model kind without an end-to-end form: reported, the job goes on
+        print_log(f'[demo] no end-to-end export: {err}', logger='current')
+        return {fmt: dict(error=str(err)) for fmt in formats}
     calibration = None
     if any(fmt.endswith('int8') for fmt in formats):
         from PIL import Image
@@ -73,7 +77,8 @@ def export_trained(cfg, config_file: str, checkpoint: str, size: Sequence[int], 
         try:
             result = export_end_to_end(target, fmt, out_dir, calibration=calibration)
         except Exception as err:  # noqa: BLE001  (reported in the results; the other formats go on)
-            exports[fmt] = dict(error=f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}')
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ''
+            exports[fmt] = dict(error=f'{type(err).__name__}: {first_line}')
             print_log(f'[demo] export {fmt} failed: {exports[fmt]["error"]}', logger='current')
             continue
         exports[fmt] = dict(path=result.path, seconds=time.time() - start, size_mb=result.size_bytes / 1e6,
