@@ -187,7 +187,8 @@ def _load_pte(path: str, threads: Optional[int]) -> ExportedModel:
                           'is it a complete .pte file?') from None
 
     def run(batch: np.ndarray) -> List[np.ndarray]:
-        return [o.numpy() for o in program.forward((torch.from_numpy(batch),))]
+        # a fresh C-ordered copy: a batch made with image[None] has a 0 stride, which ExecuTorch refuses
+        return [o.numpy() for o in program.forward((torch.from_numpy(np.array(batch, order='C')),))]
 
     return ExportedModel(path, meta, run)
 
@@ -387,6 +388,8 @@ def save_png(canvas: Image.Image, path: str) -> None:
 # ---------------------------------------------------------------------------- command line
 def _writable_folder(path: str) -> Optional[str]:
     """None when ``path`` is (or can be made) a folder we can write; else why not."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return 'it is a file, not a folder'
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
