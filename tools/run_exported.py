@@ -197,14 +197,14 @@ def load_model(path: str, threads: Optional[int] = None) -> ExportedModel:
     """Load a ``.onnx`` (onnxruntime) or ``.pte`` (ExecuTorch) end-to-end export with its
     metadata; ``threads`` sets the runtime's thread count where it allows it."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise RunnerError(f'{path}: no such file; pass a .onnx or .pte made by tools/export.py')
-    if path.endswith('.onnx'):
-        return _load_onnx(path, threads)
-    if path.endswith('.pte'):
-        return _load_pte(path, threads)
-    raise RunnerError(f'{path}: unknown kind of model (expected {" or ".join(MODEL_SUFFIXES)}); '
-                      'Core ML and TFLite exports run in their own runtimes')
+    if not path.endswith(MODEL_SUFFIXES):
+        raise RunnerError(f'{path}: unknown kind of model (expected {" or ".join(MODEL_SUFFIXES)}); '
+                          'Core ML and TFLite exports run in their own runtimes')
+    if not os.path.isfile(path):
+        raise RunnerError(f'{path}: not a file; pass a .onnx or .pte made by tools/export.py')
+    return _load_onnx(path, threads) if path.endswith('.onnx') else _load_pte(path, threads)
 
 
 # ---------------------------------------------------------------------------- images
