@@ -307,6 +307,7 @@ def _segmentor():
     from backbones.export.prepare import prepare_for_export
     from backbones.export.targets import SegmentorLogits, Target
     from backbones.runtime.models import build_model_from_config
+    torch.manual_seed(0)  # module-scoped fixtures are built before the per-test seed
     model, _ = build_model_from_config(str(SEG_CONFIG))
     model.eval()
     return end_to_end(Target('fpn', SegmentorLogits(prepare_for_export(model, SIZE)).eval(), SIZE, model,
@@ -318,6 +319,7 @@ def _retinanet():
     from backbones.export.prepare import prepare_for_export
     from backbones.export.targets import DenseDetector, Target
     from backbones.runtime.models import build_model_from_config
+    torch.manual_seed(0)  # module-scoped fixtures are built before the per-test seed
     model, _ = build_model_from_config(str(DET_CONFIG))
     with torch.no_grad():
         # as tests/test_end_to_end.py: scores spread so that many detections pass 0.05

@@ -150,7 +150,10 @@ class ExportedModel:
         if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.shape != (1, h, w, 3):
             raise ValueError(f'{self.path} takes a uint8 array of shape (1, {h}, {w}, 3), got '
                              f'{getattr(batch, "dtype", type(batch).__name__)} {getattr(batch, "shape", "")}')
-        outputs = self._run(np.ascontiguousarray(batch))
+        outputs = list(self._run(np.ascontiguousarray(batch)))
+        if len(outputs) != len(self.output_names):
+            raise RuntimeError(f'{self.path} returned {len(outputs)} outputs, its metadata names '
+                               f'{self.output_names}; the metadata belongs to another export')
         return dict(zip(self.output_names, outputs))
 
     def __repr__(self) -> str:
@@ -187,7 +190,7 @@ def _load_pte(path: str, threads: Optional[int]) -> ExportedModel:
                           'is it a complete .pte file?') from None
 
     def run(batch: np.ndarray) -> List[np.ndarray]:
-        # a fresh C-ordered copy: a batch made with image[None] has a 0 stride, which ExecuTorch refuses
+        # standard strides (image[None] gives the batch axis a 0 stride, which torch.export rejects; be safe)
         return [o.numpy() for o in program.forward((torch.from_numpy(np.array(batch, order='C')),))]
 
     return ExportedModel(path, meta, run)
