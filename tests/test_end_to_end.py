@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from backbones.export.contract import end_to_end
-from backbones.export.postprocess import fixed_point_nms
+from backbones.export.postprocess import fixed_point_nms, greedy_nms
 from backbones.export.prepare import prepare_for_export
 from backbones.export.targets import DenseDetector, SegmentorLogits, Target
 from backbones.runtime.models import build_model_from_config, image_meta
@@ -46,6 +46,34 @@ def test_fixed_point_nms_equals_greedy(seed):
     few, settled = fixed_point_nms(offset[order], valid[order], 0.5, max(depth - 2, 0))
     kept = order[few]
     assert torch.equal(kept, expected[:len(kept)])
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_greedy_nms_equals_greedy_over_all_candidates(seed):
+    """The unrolled greedy NMS RetinaNet exports: thousands of overlapping boxes of a few
+    classes (most suppressed, so the 100th kept box lies deep in the score order) give
+    torchvision's batched greedy NMS, first 100 boxes, exactly; fewer survivors pad with
+    kept = False."""
+    torchvision = pytest.importorskip('torchvision')
+    n = 3000
+    # clusters of near-duplicates around 70 objects, as a detector's anchors give them
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(70, 2, generator=g) * 300
+    objects = torch.cat([xy, xy + 40 + torch.rand(70, 2, generator=g) * 50], 1)
+    boxes = objects[torch.randint(0, 70, (n,), generator=g)] + torch.randn(n, 4, generator=g) * 1.5
+    scores = torch.rand(n, generator=g)
+    labels = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed + 100))
+    valid = torch.rand(n, generator=torch.Generator().manual_seed(seed + 200)) > 0.2
+    expected = torchvision.ops.batched_nms(boxes[valid], scores[valid], labels[valid], 0.5)
+    expected = torch.nonzero(valid)[:, 0][expected]
+    offset = boxes + labels[:, None].float() * (boxes.max() + 1)
+    index, kept = greedy_nms(offset, scores, valid, 0.5, 100)
+    assert kept.all() and torch.equal(index, expected[:100])
+    assert (scores[valid] > scores[expected[99]]).sum() > 200  # the 100th kept is deep in the order
+    few = valid & (torch.arange(n) < 40)
+    index, kept = greedy_nms(offset, scores, few, 0.5, 100)
+    expected = torch.nonzero(few)[:, 0][torchvision.ops.batched_nms(boxes[few], scores[few], labels[few], 0.5)]
+    assert kept.sum() == len(expected) < 100 and torch.equal(index[kept], expected) and not kept[len(expected):].any()
 
 
 def _retinanet(config):
@@ -186,3 +214,45 @@ def test_segmentor_seg_map_equals_mmseg_predict(fmt, tmp_path):
     assert agree >= 0.999
     meta = read_metadata(result.path)
     assert meta['task'] == 'segmentation' and len(meta['classes']) == 150 and meta['outputs'] == ['seg_map']
+
+
+@pytest.mark.slow
+def test_trained_retinanet_export_equals_mmdet_predict(tmp_path):
+    """On a trained detector (EdgeViT-XXS RetinaNet trained by the main job on the built-in
+    data): scores as training spreads them, hundreds of candidates per image, most suppressed.
+    The ONNX export, run through tools/run_exported.py on each validation image as an app reads
+    it, gives mmdet's detections of the same pixels, and the job reports the same metrics."""
+    import numpy as np
+    from PIL import Image
+    from backbones.demo.exported import load_runner
+    from backbones.demo.job import run_demo
+    from backbones.export.targets import build_target
+    results = run_demo(work_dir=str(tmp_path), det_config=str(DET / 'retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py'),
+                       seg_config=None, num_train=16, num_val=3, size=96, det_iters=20, batch_size=4, num_vis=0,
+                       export_formats=('onnx',))
+    det = results['detection']
+    size = (96, 96)
+    model = build_target(det['config'], size, det['checkpoint']).full_model.eval()
+    runner = load_runner()
+    exported = runner.load_model(det['exports']['onnx']['path'])
+    images = sorted((tmp_path / 'data' / 'coco' / 'val2017').glob('*.jpg'))
+    assert len(images) == 3
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    for path in images:
+        pixels = np.asarray(Image.open(path).convert('RGB'))
+        image = torch.from_numpy(pixels.copy())[None]
+        from mmdet.structures import DetDataSample
+        with torch.no_grad():
+            expected = model.predict((image.permute(0, 3, 1, 2).float() - mean) / std,
+                                     [DetDataSample(metainfo=image_meta(size))], rescale=True)[0].pred_instances
+        assert _candidates(model, image) > 1000  # trained scores: NMS removes most of them
+        pred = runner.predict(exported, pixels)
+        k = len(pred['scores'])
+        pad = 100 - k
+        outputs = (torch.cat([torch.as_tensor(np.asarray(pred['boxes'], np.float32)).reshape(-1, 4), torch.zeros(pad, 4)]),
+                   torch.cat([torch.as_tensor(np.asarray(pred['scores'], np.float32)), torch.zeros(pad)]),
+                   torch.cat([torch.as_tensor(np.asarray(pred['labels'], np.int64)), torch.full((pad,), -1)]))
+        print(path.name, check_detections(outputs, expected))
+    for key, value in det['metrics'].items():
+        assert abs(det['exports']['onnx']['metrics'][key] - value) <= 0.002, key

@@ -106,8 +106,7 @@ def class_names(model: nn.Module, kind: str) -> Tuple[str, ...]:
     return tuple(CocoDataset.METAINFO['classes'])
 
 
-def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optional[str] = None,
-               candidates: int = 1000, iterations: int = 32) -> Target:
+def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optional[str] = None) -> Target:
     """The end-to-end version of a ``retinanet`` or ``segmentor`` target (same name and size):
     uint8 image in, boxes / scores / labels or seg_map out, with its metadata in ``meta``."""
     model = target.full_model
@@ -123,14 +122,13 @@ def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optiona
         with torch.no_grad():
             outs = target.module(torch.zeros(1, 3, h, w))
         sizes = [tuple(o.shape[-2:]) for o in outs[:len(outs) // 2]]
-        post = RetinaNetPostprocess(model.bbox_head, (h, w), sizes, candidates, iterations)
+        post = RetinaNetPostprocess(model.bbox_head, (h, w), sizes)
         module = EndToEndDetector(image_input, target.module, post)
         score_thr = post.score_thr
     meta = metadata(target.kind, class_names(model, target.kind), (h, w), mean, std, score_thr,
                     config=config, checkpoint=checkpoint)
     if target.kind == 'retinanet':
-        meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates,
-                    nms_iterations=iterations)
+        meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates)
     return Target(target.name, module.eval(), target.size, model, target.kind, meta=meta,
                   example=torch.zeros(1, h, w, 3, dtype=torch.uint8))
 

@@ -13,24 +13,29 @@ Reproduces mmdet 3.3.0's ``BaseDenseHead.predict_by_feat`` for one image at the 
    candidates in descending score order;
 5. the first ``max_per_img`` kept boxes, padded to that count with score 0 and label -1.
 
-No data-dependent shapes and no ``torchvision::nms``: NMS is the fixed point of
+No data-dependent shapes and no ``torchvision::nms``. :func:`greedy_nms` is greedy NMS
+itself, unrolled: step ``t`` keeps the best remaining candidate and removes it and every
+candidate it suppresses. Greedy NMS keeps boxes in descending score order, so ``max_per_img``
+steps give exactly its first ``max_per_img`` boxes, over all candidates (every level's
+``nms_pre`` best), which is all mmdet keeps. Each step is a handful of element-wise ops over
+the candidates: at 640x640 (5 levels, up to 5000 candidates) 100 steps cost a few ms.
+
+:func:`fixed_point_nms` solves the same problem as a fixed point of a triangular system
+(Jacobi steps on the pairwise suppression matrix). It suits keeping many boxes (a two-stage
+detector's proposals), where one step per kept box would make a huge graph:
 
     keep[i] = valid[i] and not any(keep[j] and iou(j, i) > thr for j ranked before i)
 
-This system is triangular (``keep[i]`` depends only on boxes ranked before ``i``), so it has
-exactly one solution, and that solution is greedy NMS (greedy decides the boxes in the same
-order by the same rule). Jacobi iteration from ``keep = valid`` settles box ``i`` after at
-most ``i + 1`` steps, in practice after the length of the longest suppression chain. After
-``iterations`` steps one more step is taken: on the longest prefix where the two agree the
-prefix is a fixed point of its own (triangular) subsystem, hence exactly greedy NMS; boxes
-past that prefix are dropped. So the output is always the start of mmdet's detection list,
-and the whole of it when the chains are shorter than ``iterations`` (check:
-:func:`nms_settled`) and the ``max_per_img`` kept boxes lie within the ``candidates`` best
-valid pairs (all of them when fewer pass the threshold).
+The system is triangular (``keep[i]`` depends only on boxes ranked before ``i``), so it has
+exactly one solution, and that solution is greedy NMS. Jacobi iteration from ``keep = valid``
+settles box ``i`` after at most ``i + 1`` steps, in practice after the length of the longest
+suppression chain. After ``iterations`` steps one more step is taken: on the longest prefix
+where the two agree the prefix is a fixed point of its own subsystem, hence exactly greedy
+NMS; boxes past that prefix are dropped (check: :func:`nms_settled`).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -74,6 +79,31 @@ def nms_settled(settled: torch.Tensor) -> bool:
     return bool(settled.all())
 
 
+def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
+               steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Greedy NMS unrolled over ``steps`` picks: ``(index [steps], kept [steps])``, the
+    indices of the first ``steps`` boxes greedy NMS keeps, in its order (descending score);
+    ``kept`` is false past the last one. IoU and the ``>`` test as mmcv's CPU ``nms``
+    (offset 0); boxes need not be sorted."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    areas = (x2 - x1) * (y2 - y1)
+    position = torch.arange(boxes.shape[0], device=boxes.device)
+    lowest = torch.full_like(scores, -1.0)
+    remaining = valid
+    picks, kept = [], []
+    for _ in range(steps):
+        i = torch.where(remaining, scores, lowest).argmax().reshape(1)  # first of equal scores
+        kept.append(remaining.index_select(0, i))
+        box = boxes.index_select(0, i)
+        w = (torch.minimum(x2, box[:, 2]) - torch.maximum(x1, box[:, 0])).clamp(min=0)
+        h = (torch.minimum(y2, box[:, 3]) - torch.maximum(y1, box[:, 1])).clamp(min=0)
+        inter = w * h
+        iou = inter / (areas + areas.index_select(0, i) - inter)
+        remaining = remaining & ~(iou > iou_threshold) & (position != i)
+        picks.append(i)
+    return torch.cat(picks), torch.cat(kept)
+
+
 class RetinaNetPostprocess(nn.Module):
     """Raw RetinaNet head outputs (one image) -> ``boxes [K, 4], scores [K], labels [K]``.
 
@@ -81,12 +111,9 @@ class RetinaNetPostprocess(nn.Module):
         head: the mmdet RetinaHead (its ``test_cfg``, ``bbox_coder``, ``prior_generator``).
         size: export size (H, W): anchors are built for it, boxes clipped to it.
         featmap_sizes: (H, W) of each level's head output at that size.
-        candidates: how many of the valid pairs (best first) go into NMS.
-        iterations: Jacobi steps of the fixed-point NMS.
     """
 
-    def __init__(self, head: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]],
-                 candidates: int = 1000, iterations: int = 32) -> None:
+    def __init__(self, head: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]]) -> None:
         super().__init__()
         cfg = head.test_cfg
         if not head.use_sigmoid_cls:
@@ -102,14 +129,13 @@ class RetinaNetPostprocess(nn.Module):
             raise NotImplementedError(f'in-graph NMS reproduces class-wise hard NMS, not {nms}')
         self.iou_threshold = float(nms['iou_threshold'])
         self.max_per_img = int(cfg.max_per_img)
-        self.iterations = iterations
         priors = head.prior_generator.grid_priors([tuple(s) for s in featmap_sizes], device='cpu')
         self.num_levels = len(priors)
         for i, p in enumerate(priors):
             self.register_buffer(f'priors{i}', p.float(), persistent=False)
         per_level = [p.shape[0] * self.num_classes for p in priors]
         self.level_k = [n if self.nms_pre <= 0 else min(self.nms_pre, n) for n in per_level]
-        self.candidates = min(candidates, sum(self.level_k))
+        self.candidates = sum(self.level_k)  # every level's nms_pre best pairs go into NMS
 
     def forward(self, cls_scores: List[torch.Tensor], bbox_preds: List[torch.Tensor]):
         c = self.num_classes
@@ -130,25 +156,24 @@ class RetinaNetPostprocess(nn.Module):
         if self.min_bbox_size >= 0:
             valid = valid & (boxes[:, 2] - boxes[:, 0] > self.min_bbox_size) \
                 & (boxes[:, 3] - boxes[:, 1] > self.min_bbox_size)
-        # mmcv's batched_nms: boxes of different classes apart by label * (max coordinate + 1)
-        max_coordinate = torch.where(valid[:, None], boxes, torch.zeros_like(boxes)).max()
-        offset_boxes = boxes + (labels.to(boxes.dtype) * (max_coordinate + 1))[:, None]
-        # the best valid candidates, in descending score order
-        rank_key = torch.where(valid, scores, torch.full_like(scores, -1.0))
-        _, order = torch.topk(rank_key, self.candidates)
-        keep, _ = fixed_point_nms(offset_boxes[order], valid[order], self.iou_threshold, self.iterations)
-        # the first max_per_img kept, in score order
-        k = min(self.max_per_img, self.candidates)
-        out_key = torch.where(keep, scores[order], torch.full_like(scores[order], -1.0))
-        _, pick = torch.topk(out_key, k)
-        sel = order[pick]
-        real = keep[pick]
-        out_boxes = torch.where(real[:, None], boxes[sel], torch.zeros_like(boxes[sel]))
-        out_scores = torch.where(real, scores[sel], torch.zeros_like(scores[sel]))
-        out_labels = torch.where(real, labels[sel], torch.full_like(labels[sel], -1))
-        if k < self.max_per_img:
-            pad = self.max_per_img - k
-            out_boxes = torch.cat([out_boxes, out_boxes.new_zeros(pad, 4)])
-            out_scores = torch.cat([out_scores, out_scores.new_zeros(pad)])
-            out_labels = torch.cat([out_labels, out_labels.new_full((pad,), -1)])
-        return out_boxes, out_scores, out_labels
+        return select_detections(boxes, scores, labels, valid, self.iou_threshold, self.max_per_img)
+
+
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                      iou_threshold: float, max_per_img: int, candidates: Optional[int] = None):
+    """Class-wise greedy NMS of the ``valid`` (box, score, label) candidates as mmcv's
+    ``batched_nms`` does it, then the first ``max_per_img`` kept in descending score order:
+    ``boxes [K, 4], scores [K], labels [K]`` (K = ``max_per_img``), padded with zero boxes,
+    score 0 and label -1. ``candidates``: only that many best valid ones go into NMS (for very
+    many candidates; exact while the ``max_per_img`` kept lie among them); None: all."""
+    if candidates is not None and candidates < scores.shape[0]:
+        _, best = torch.topk(torch.where(valid, scores, torch.full_like(scores, -1.0)), candidates)
+        boxes, scores, labels, valid = boxes[best], scores[best], labels[best], valid[best]
+    # mmcv's batched_nms: boxes of different classes apart by label * (max coordinate + 1)
+    max_coordinate = torch.where(valid[:, None], boxes, torch.zeros_like(boxes)).max()
+    offset_boxes = boxes + (labels.to(boxes.dtype) * (max_coordinate + 1))[:, None]
+    sel, real = greedy_nms(offset_boxes, scores, valid, iou_threshold, max_per_img)
+    out_boxes = torch.where(real[:, None], boxes[sel], torch.zeros_like(boxes[sel]))
+    out_scores = torch.where(real, scores[sel], torch.zeros_like(scores[sel]))
+    out_labels = torch.where(real, labels[sel], torch.full_like(labels[sel], -1))
+    return out_boxes, out_scores, out_labels
