@@ -96,6 +96,8 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     os.makedirs(out_dir, exist_ok=True)
     h, w = target.size
     x = example if example is not None else torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    if spec.adapt is not None:  # the format's own input / outputs (Core ML: an image input)
+        target, x = spec.adapt(target, x)
     module = target.module.eval()
     start = time.time()
     path = export_path(target.name, fmt, (h, w), out_dir)
