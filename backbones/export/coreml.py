@@ -322,25 +322,32 @@ def package_summary(path: str) -> Dict[str, object]:
     return dict(inputs=inputs, outputs=outputs, meta=meta, program_types=program_types(spec))
 
 
-def program_types(spec) -> Dict[str, int]:
-    """How many variables of the main function have each element type (the MIL program as
-    saved: e.g. ``{'FLOAT16': 812, 'FLOAT32': 96, 'INT32': 40, 'BOOL': 30}``)."""
+def program_ops(spec) -> Dict[Tuple[str, str], int]:
+    """How many outputs of each (op type, element type) the saved MIL program has, e.g.
+    ``('conv', 'FLOAT16'): 178, ('topk', 'INT32'): 7``."""
     from coremltools.proto import MIL_pb2
-    counts: Dict[str, int] = {}
+    counts: Dict[Tuple[str, str], int] = {}
 
     def visit(block):
         for op in block.operations:
             for out in op.outputs:
-                t = out.type
-                if t.WhichOneof('type') == 'tensorType':
-                    name = MIL_pb2.DataType.Name(t.tensorType.dataType)
-                    counts[name] = counts.get(name, 0) + 1
+                if out.type.WhichOneof('type') == 'tensorType':
+                    key = (op.type, MIL_pb2.DataType.Name(out.type.tensorType.dataType))
+                    counts[key] = counts.get(key, 0) + 1
             for inner in op.blocks:
                 visit(inner)
 
     for function in spec.mlProgram.functions.values():
         for block in function.block_specializations.values():
             visit(block)
+    return counts
+
+
+def program_types(spec) -> Dict[str, int]:
+    """How many variables of the program have each element type (``{'FLOAT16': 812, ...}``)."""
+    counts: Dict[str, int] = {}
+    for (_, dtype), n in program_ops(spec).items():
+        counts[dtype] = counts.get(dtype, 0) + n
     return counts
 
 
