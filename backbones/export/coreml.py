@@ -74,6 +74,10 @@ class CoreMLModel(nn.Module):
 class CoreMLBackbone(CoreMLModel):
     """Image -> the backbone's feature maps ``feat0`` ... (float32, NCHW)."""
 
+    def __init__(self, image: CoreMLImage, network: nn.Module, meta: Dict[str, object]) -> None:
+        super().__init__(image, network, meta)
+        self.output_names = list(meta['outputs'])
+
     def forward(self, image: torch.Tensor):
         out = self.network(self.image_input(image))
         return tuple(out) if isinstance(out, (tuple, list)) else out
@@ -127,12 +131,13 @@ def coreml_metadata(meta: Dict[str, object]) -> Dict[str, object]:
 
 def backbone_metadata(name: str, size: Tuple[int, int], mean: Sequence[float], std: Sequence[float],
                       num_outputs: int, checkpoint: Optional[str] = None) -> Dict[str, object]:
-    """Metadata of a backbone package: feature maps out, no classes."""
+    """Metadata of a backbone package: the variant, its normalisation, feature maps out."""
     from .contract import metadata
-    meta = metadata('segmentor', (), size, mean, std, checkpoint=checkpoint)
+    meta = metadata('segmentor', (), size, mean, std, checkpoint=checkpoint)  # the common keys
     outputs = [f'feat{i}' for i in range(num_outputs)]
     meta.update(task='backbone', model=name, outputs=outputs, output_dtypes={o: 'float32' for o in outputs})
-    del meta['score_threshold']
+    for key in ('classes', 'score_threshold'):  # a backbone has neither
+        del meta[key]
     return coreml_metadata(meta)
 
 
@@ -167,8 +172,7 @@ def coreml_target(target: Target, example: Optional[torch.Tensor] = None) -> Tup
         count = len(out) if isinstance(out, (tuple, list)) else 1
         module = CoreMLBackbone(CoreMLImage(IMAGENET_MEAN, IMAGENET_STD), target.module,
                                 backbone_metadata(target.name, (h, w), IMAGENET_MEAN, IMAGENET_STD, count,
-                                                  getattr(target, 'checkpoint', None)))
-        module.output_names = list(module.meta['outputs'])
+                                                  target.checkpoint))
     else:
         return target, example
     if example is not None and example.dtype == torch.uint8:  # an end-to-end uint8 NHWC image
