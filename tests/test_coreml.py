@@ -56,10 +56,16 @@ def _spec(path):
 
 
 # ---------------------------------------------------------------------------- fast
-def test_detector_handed_to_coreml_equals_the_end_to_end_contract():
+@pytest.fixture(scope='module')
+def retinanet():
+    """The end-to-end RetinaNet EdgeViT-XXS target at SIZE (random weights, busy NMS)."""
+    return _retinanet(RETINANETS[0])
+
+
+def test_detector_handed_to_coreml_equals_the_end_to_end_contract(retinanet):
     """The Core ML module (float 0..255 NCHW image in, int32 labels) gives exactly the ONNX /
     ExecuTorch end-to-end module's boxes, scores and labels on the same image."""
-    target = _retinanet(RETINANETS[0])
+    target = retinanet
     image = _image()
     adapted, x = coreml.coreml_target(target, image)
     assert isinstance(adapted.module, coreml.CoreMLDetector)
@@ -137,6 +143,92 @@ def test_topk_indices_stay_int32(tmp_path):
     ops = coreml.program_ops(coreml.convert(TopK().eval(), x).get_spec())
     assert ('topk', 'INT32') in ops, ops
     assert not {dtype for _, dtype in ops} & {'UINT16', 'INT16', 'INT64'}, ops
+
+
+class _Post(torch.nn.Module):
+    """RetinaNet's post-processing alone, its raw head outputs flattened into one input."""
+    fp32_after_topk = True
+    output_names = ['boxes', 'scores', 'labels']
+    meta = {'output_dtypes': {'labels': 'int32'}}
+
+    def __init__(self, post, shapes):
+        super().__init__()
+        self.post, self.shapes = post, shapes
+
+    def forward(self, flat):
+        outs, i = [], 0
+        for shape in self.shapes:
+            n = shape.numel()
+            outs.append(flat[:, i:i + n].reshape(shape))
+            i += n
+        k = len(outs) // 2
+        boxes, scores, labels = self.post(outs[:k], outs[k:])
+        return boxes, scores, labels.to(torch.int32)
+
+
+def _evaluate_mil(program, x):
+    """Run a MIL program's main function on ``x`` with coremltools' own numpy implementations
+    of its ops (``value_inference``; reshape and scatter, which have none for non-constant
+    inputs, here). A reference for what the program means, not the Core ML runtime."""
+    import numpy as np
+    func = program.functions['main']
+
+    def assign(var, value):
+        box = var.sym_type()
+        box.val = value
+        var._sym_val = box
+
+    (image,) = func.inputs.values()
+    assign(image, x.numpy())
+    for op in func.operations:
+        if op.op_type == 'const':
+            continue
+        if op.op_type == 'reshape':
+            out = op.x.val.reshape(op.shape.val)
+        elif op.op_type == 'scatter':
+            assert op.mode.val == 'update'
+            axis = int(op.axis.val)
+            data = np.moveaxis(op.data.val, axis, 0).copy()
+            data[op.indices.val] = np.moveaxis(op.updates.val, axis, 0)
+            out = np.moveaxis(data, 0, axis)
+        else:
+            out = op.value_inference()
+        for var, value in zip(op.outputs, out if isinstance(out, (tuple, list)) else (out,)):
+            assign(var, value)
+    return [torch.from_numpy(np.asarray(v.val)) for v in func.outputs]
+
+
+def _op_dtypes(program):
+    from coremltools.converters.mil.mil import types
+    return {(op.op_type, types.builtin_to_string(op.outputs[0].dtype))
+            for op in program.functions['main'].operations if op.outputs}
+
+
+def test_post_processing_program_computes_what_pytorch_does(retinanet):
+    """The converted MIL program of RetinaNet's post-processing (top-k, gathers, decoding,
+    batched-NMS offsets, the NMS iteration, padding), after coremltools' passes with our
+    settings, evaluated op by op with coremltools' reference implementations, gives PyTorch's
+    detections: a check of the conversion's meaning here, without macOS."""
+    e2e = retinanet.module
+    with torch.no_grad():
+        raw = e2e.network(e2e.image_input(_image()))
+    flat = torch.cat([r.reshape(1, -1) for r in raw], 1)
+    post = _Post(e2e.post, [r.shape for r in raw]).eval()
+    with torch.no_grad():
+        boxes, scores, labels = post(flat)
+    program = coreml.convert(post, flat, convert_to='milinternal')
+    ops = _op_dtypes(program)
+    assert ('topk', 'fp32') in ops and ('matmul', 'fp32') in ops
+    assert not any(dtype == 'fp16' for _, dtype in ops), ops  # all of it stays float32 ...
+    post.fp32_after_topk = False  # ... which Core ML's fp16 default would not do
+    assert ('matmul', 'fp16') in _op_dtypes(coreml.convert(post, flat, convert_to='milinternal'))
+    post.fp32_after_topk = True
+    mil_boxes, mil_scores, mil_labels = _evaluate_mil(program, flat)
+    assert mil_boxes.dtype == torch.float32 and mil_labels.dtype == torch.int32
+    assert int((labels >= 0).sum()) == 100  # 100 kept out of hundreds of candidates
+    assert torch.equal(mil_labels, labels)
+    torch.testing.assert_close(mil_boxes, boxes, rtol=0, atol=1e-3)
+    torch.testing.assert_close(mil_scores, scores, rtol=0, atol=1e-6)
 
 
 def test_backbone_converts_with_an_image_input(tmp_path):

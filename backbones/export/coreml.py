@@ -224,10 +224,13 @@ def _bool_ands_as_logical_and(exported) -> int:
     return count
 
 
-def convert(module: nn.Module, example: torch.Tensor):
+def convert(module: nn.Module, example: torch.Tensor, convert_to: str = 'mlprogram'):
     """``module`` -> an in-memory ``ct.models.MLModel`` (mlprogram, iOS 17 / macOS 14), not
     loaded (loading needs macOS). A :class:`CoreMLModel` gets an RGB image input ``image`` and
-    its named outputs; anything else a tensor input."""
+    its named outputs; anything else a float32 tensor input ``x``. ``output_names`` (and the
+    ``output_dtypes`` of ``meta``, float32 where not int32) fix the outputs. A module with
+    ``fp32_after_topk`` keeps what follows its ``topk`` ops in float32, the rest is float16.
+    ``convert_to='milinternal'`` returns the MIL program instead (for inspection)."""
     import coremltools as ct
     import numpy as np
     exported = torch.export.export(module, (example,)).run_decompositions({})
@@ -238,15 +241,16 @@ def convert(module: nn.Module, example: torch.Tensor):
     if isinstance(module, CoreMLModel):
         h, w = example.shape[-2:]
         kwargs['inputs'] = [ct.ImageType(name='image', shape=(1, 3, int(h), int(w)), color_layout=ct.colorlayout.RGB)]
-        dtypes = module.meta.get('output_dtypes', {})
+    else:
+        kwargs['inputs'] = [ct.TensorType(name='x', shape=tuple(example.shape), dtype=np.float32)]
+    if getattr(module, 'output_names', None):  # else Core ML's names and types (float16 under fp16)
+        dtypes = (getattr(module, 'meta', None) or {}).get('output_dtypes', {})
         kwargs['outputs'] = [ct.TensorType(name=n, dtype=np.int32 if dtypes.get(n) == 'int32' else np.float32)
                              for n in module.output_names]
-        if module.fp32_after_topk:
-            kwargs['compute_precision'] = ct.transform.FP16ComputePrecision(
-                op_selector=lambda op: op.name not in _after_topk(op))
-    else:
-        kwargs['inputs'] = [ct.TensorType(name='x', shape=tuple(example.shape))]
-    return ct.convert(exported, convert_to='mlprogram', minimum_deployment_target=ct.target.iOS17,
+    if getattr(module, 'fp32_after_topk', False):
+        kwargs['compute_precision'] = ct.transform.FP16ComputePrecision(
+            op_selector=lambda op: op.name not in _after_topk(op))
+    return ct.convert(exported, convert_to=convert_to, minimum_deployment_target=ct.target.iOS17,
                       pass_pipeline=pipeline, skip_model_load=True, **kwargs)
 
 
