@@ -114,6 +114,18 @@ def test_bgr_trained_network_gets_its_channels_reversed():
         assert torch.equal(ours(image.permute(0, 3, 1, 2).float().contiguous()), contract(image))
 
 
+def test_end_to_end_kinds_without_a_core_ml_version_are_refused():
+    """An end-to-end export Core ML has no version of (e.g. a future Mask R-CNN) is refused
+    with the reason, not converted with a uint8 tensor input; raw exports pass unchanged."""
+    image = _image(size=(64, 64))
+    e2e = Target('mask_rcnn', torch.nn.Identity(), (64, 64), kind='two-stage', meta={'task': 'x'}, example=image)
+    with pytest.raises(NotImplementedError, match='--raw'):
+        coreml.coreml_target(e2e, image)
+    raw = Target('mask_rcnn', torch.nn.Identity(), (64, 64), kind='two-stage')
+    x = torch.rand(1, 3, 64, 64)
+    assert coreml.coreml_target(raw, x) == (raw, x)
+
+
 def test_too_many_anchor_class_pairs_are_refused():
     """Core ML divides the ranked indices in float32: past 2^24 pairs a level is refused."""
     from backbones.export.postprocess import RetinaNetPostprocess

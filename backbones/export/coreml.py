@@ -33,6 +33,7 @@ from .targets import Target
 
 #: what the exported package says about running it
 PREDICTION_NOTE = 'converted and checked (spec, metadata, program types); running a Core ML model needs macOS'
+RAW_NOTE = 'raw network, float tensor input; converted and checked (program types); running it needs macOS'
 
 
 class CoreMLImage(nn.Module):
@@ -160,11 +161,14 @@ def coreml_target(target: Target, example: Optional[torch.Tensor] = None) -> Tup
     0..255): end-to-end RetinaNet / Semantic FPN and backbones get an image input; raw
     network exports (``--raw``) stay as they are (float tensor input)."""
     h, w = target.size
-    if isinstance(target.module, EndToEndDetector):
+    if target.kind == 'retinanet' and isinstance(target.module, EndToEndDetector):
         check_index_range(target.module.post)
-    if isinstance(target.module, (EndToEndDetector, EndToEndSegmentor)):
-        cls = CoreMLDetector if isinstance(target.module, EndToEndDetector) else CoreMLSegmentor
-        module = cls(target.module, coreml_metadata(target.meta or {}))
+        module = CoreMLDetector(target.module, coreml_metadata(target.meta or {}))
+    elif target.kind == 'segmentor' and isinstance(target.module, EndToEndSegmentor):
+        module = CoreMLSegmentor(target.module, coreml_metadata(target.meta or {}))
+    elif target.takes_images or target.meta is not None:
+        raise NotImplementedError(f'no Core ML version of the end-to-end {target.kind} export yet '
+                                  '(RetinaNet and Semantic FPN have one); --raw exports the network')
     elif target.kind == 'backbone':
         from .convert import IMAGENET_MEAN, IMAGENET_STD
         with torch.no_grad():
@@ -290,7 +294,7 @@ def write(module: nn.Module, example: torch.Tensor, path: str):
     problems = check_package(path, meta)
     if problems:
         raise RuntimeError(f'{path}: ' + '; '.join(problems))
-    return Written(note=PREDICTION_NOTE)
+    return Written(note=PREDICTION_NOTE if meta else RAW_NOTE)
 
 
 def attach_metadata(path: str, meta: Dict[str, object]) -> None:
