@@ -259,6 +259,10 @@ def test_backbone_converts_with_an_image_input(tmp_path):
     assert meta['weights'] == 'random' and meta['checkpoint'] is None and 'edgeformers_version' in meta
     assert coreml.check_package(result.path, meta) == []
     assert not set(summary['program_types']) & {'UINT16', 'INT16', 'INT64'}
+    # the check sees a package that does not match its metadata
+    wrong = dict(meta, input_size=[64, 96], output_dtypes=dict(meta['output_dtypes'], feat3='int32'))
+    problems = coreml.check_package(result.path, wrong)
+    assert len(problems) == 2 and 'image input 64x64' in problems[0] and 'feat3' in problems[1], problems
 
 
 # ---------------------------------------------------------------------------- slow

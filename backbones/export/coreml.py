@@ -14,7 +14,10 @@ ML's default, what the GPU and Neural Engine run); RetinaNet's post-processing (
 ranking, box decoding, the class offsets of batched NMS, IoU) stays float32: box coordinates
 offset by ``label * (max coordinate + 1)`` reach 10^5, past float16's 65504. coremltools'
 ``add_int16_cast`` pass is left out: it narrows ``topk`` indices to uint16, which corrupts any
-index above 65535 (RetinaNet ranks hundreds of thousands of (anchor, class) pairs).
+index above 65535 (RetinaNet ranks hundreds of thousands of (anchor, class) pairs). Two more
+conversion details: ``a & b`` on bool masks is converted as ``logical_and`` (coremltools has no
+``__and__``), and coremltools divides integers in float32, so a RetinaNet export whose finest
+level has 2^24 (anchor, class) pairs or more is refused (:func:`check_index_range`).
 
 Running a Core ML model needs macOS; here the saved package is checked by
 :func:`check_package` (inputs, outputs, dtypes, metadata, the program's integer types).
@@ -289,11 +292,11 @@ def write(module: nn.Module, example: torch.Tensor, path: str):
     meta = getattr(module, 'meta', None)
     if meta:
         describe(mlmodel, meta)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # a package that fails the check is not put in place
         mlmodel.save(tmp)
-    problems = check_package(path, meta)
-    if problems:
-        raise RuntimeError(f'{path}: ' + '; '.join(problems))
+        problems = check_package(tmp, meta)
+        if problems:
+            raise RuntimeError(f'{path}: ' + '; '.join(problems))
     return Written(note=PREDICTION_NOTE if meta else RAW_NOTE)
 
 
