@@ -31,8 +31,10 @@ import torch
 import torch.nn as nn
 
 from ..fileio import atomic_path
-from .contract import EndToEndDetector, EndToEndSegmentor, ImageInput
-from .targets import Target
+from .targets import IMAGENET_MEAN, IMAGENET_STD, Target
+
+# This module imports neither .contract nor .formats / .convert (which import it): it knows the
+# end-to-end modules of .contract by their parts (image_input, network, post).
 
 #: what the exported package says about running it
 PREDICTION_NOTE = 'converted and checked (spec, metadata, program types); running a Core ML model needs macOS'
@@ -51,7 +53,8 @@ class CoreMLImage(nn.Module):
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def like(cls, image_input: ImageInput) -> 'CoreMLImage':
+    def like(cls, image_input: nn.Module) -> 'CoreMLImage':
+        """The same normalisation as a :class:`.contract.ImageInput`."""
         out = cls((0., 0., 0.), (1., 1., 1.), not image_input.reverse)
         out.mean.copy_(image_input.mean)
         out.std.copy_(image_input.std)
@@ -89,11 +92,11 @@ class CoreMLBackbone(CoreMLModel):
 
 class CoreMLDetector(CoreMLModel):
     """Image -> ``boxes`` float32 [K, 4], ``scores`` float32 [K], ``labels`` int32 [K]: the
-    network and :class:`.postprocess.RetinaNetPostprocess` of an :class:`EndToEndDetector`."""
+    network and :class:`.postprocess.RetinaNetPostprocess` of a :class:`.contract.EndToEndDetector`."""
     output_names = ['boxes', 'scores', 'labels']
     fp32_after_topk = True
 
-    def __init__(self, e2e: EndToEndDetector, meta: Dict[str, object]) -> None:
+    def __init__(self, e2e: nn.Module, meta: Dict[str, object]) -> None:
         super().__init__(CoreMLImage.like(e2e.image_input), e2e.network, meta)
         self.post = e2e.post
 
@@ -105,10 +108,11 @@ class CoreMLDetector(CoreMLModel):
 
 
 class CoreMLSegmentor(CoreMLModel):
-    """Image -> ``seg_map`` int32 [1, H, W], the argmax class after the resize."""
+    """Image -> ``seg_map`` int32 [1, H, W], the argmax class after the resize (the network of
+    a :class:`.contract.EndToEndSegmentor`)."""
     output_names = ['seg_map']
 
-    def __init__(self, e2e: EndToEndSegmentor, meta: Dict[str, object]) -> None:
+    def __init__(self, e2e: nn.Module, meta: Dict[str, object]) -> None:
         super().__init__(CoreMLImage.like(e2e.image_input), e2e.network, meta)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -135,14 +139,19 @@ def coreml_metadata(meta: Dict[str, object]) -> Dict[str, object]:
 
 def backbone_metadata(name: str, size: Tuple[int, int], mean: Sequence[float], std: Sequence[float],
                       num_outputs: int, checkpoint: Optional[str] = None) -> Dict[str, object]:
-    """Metadata of a backbone package: the variant, its normalisation, feature maps out."""
-    from .contract import metadata
-    meta = metadata('segmentor', (), size, mean, std, checkpoint=checkpoint)  # the common keys
+    """Metadata of a backbone package (the keys of :func:`.contract.metadata` that apply):
+    the variant, its normalisation, feature maps out."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        package_version = version('edgeformers')
+    except PackageNotFoundError:
+        package_version = 'unknown'
     outputs = [f'feat{i}' for i in range(num_outputs)]
-    meta.update(task='backbone', model=name, outputs=outputs, output_dtypes={o: 'float32' for o in outputs})
-    for key in ('classes', 'score_threshold'):  # a backbone has neither
-        del meta[key]
-    return coreml_metadata(meta)
+    return coreml_metadata(dict(
+        task='backbone', model=name, input_name='image', input_size=[int(size[0]), int(size[1])],
+        color_order='RGB', mean=list(mean), std=list(std), outputs=outputs,
+        output_dtypes={o: 'float32' for o in outputs}, config=None, checkpoint=checkpoint or None,
+        weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version))
 
 
 #: coremltools converts integer floor division through float32, exact below 2^24
@@ -164,16 +173,16 @@ def coreml_target(target: Target, example: Optional[torch.Tensor] = None) -> Tup
     0..255): end-to-end RetinaNet / Semantic FPN and backbones get an image input; raw
     network exports (``--raw``) stay as they are (float tensor input)."""
     h, w = target.size
-    if target.kind == 'retinanet' and isinstance(target.module, EndToEndDetector):
+    end_to_end = target.takes_images and target.meta is not None  # .contract.end_to_end's targets
+    if end_to_end and target.kind == 'retinanet':
         check_index_range(target.module.post)
-        module = CoreMLDetector(target.module, coreml_metadata(target.meta or {}))
-    elif target.kind == 'segmentor' and isinstance(target.module, EndToEndSegmentor):
-        module = CoreMLSegmentor(target.module, coreml_metadata(target.meta or {}))
+        module = CoreMLDetector(target.module, coreml_metadata(target.meta))
+    elif end_to_end and target.kind == 'segmentor':
+        module = CoreMLSegmentor(target.module, coreml_metadata(target.meta))
     elif target.takes_images or target.meta is not None:
         raise NotImplementedError(f'no Core ML version of the end-to-end {target.kind} export yet '
                                   '(RetinaNet and Semantic FPN have one); --raw exports the network')
     elif target.kind == 'backbone':
-        from .convert import IMAGENET_MEAN, IMAGENET_STD
         with torch.no_grad():
             out = target.module(torch.zeros(1, 3, h, w))
         count = len(out) if isinstance(out, (tuple, list)) else 1
@@ -285,9 +294,9 @@ def describe(mlmodel, meta: Dict[str, object]) -> None:
             mlmodel.output_description[name] = 'float32 feature map [1, C, H/s, W/s]'
 
 
-def write(module: nn.Module, example: torch.Tensor, path: str):
-    """Convert, describe and save (atomically: the package folder is renamed into place)."""
-    from .formats import Written
+def write(module: nn.Module, example: torch.Tensor, path: str) -> str:
+    """Convert, describe, check and save (atomically: the package folder is renamed into
+    place); returns the note for the export's report."""
     mlmodel = convert(module, example)
     meta = getattr(module, 'meta', None)
     if meta:
@@ -297,7 +306,7 @@ def write(module: nn.Module, example: torch.Tensor, path: str):
         problems = check_package(tmp, meta)
         if problems:
             raise RuntimeError(f'{path}: ' + '; '.join(problems))
-    return Written(note=PREDICTION_NOTE if meta else RAW_NOTE)
+    return PREDICTION_NOTE if meta else RAW_NOTE
 
 
 def attach_metadata(path: str, meta: Dict[str, object]) -> None:

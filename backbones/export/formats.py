@@ -148,7 +148,7 @@ def write_coreml(module: nn.Module, example: torch.Tensor, path: str) -> Written
     """mlprogram (iOS 17 / macOS 14) with an RGB image input where the target has one
     (:mod:`backbones.export.coreml`); the saved package is checked, not run (that needs macOS)."""
     from .coreml import write
-    return write(module, example, path)
+    return Written(note=write(module, example, path))
 
 
 def adapt_coreml(target, example):

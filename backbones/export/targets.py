@@ -84,6 +84,9 @@ class Target:
 
 #: the smallest side an export takes: every family downsamples by 32
 MIN_SIDE = 32
+#: the normalisation of the configs' data preprocessors (ImageNet mean / std, RGB)
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def check_size(size: Sequence[int]) -> None:
