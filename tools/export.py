@@ -7,8 +7,10 @@ to mobile runtimes, and check each export against eager PyTorch.
     python tools/export.py configs/detection/retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py --size 800 1344 --checkpoint CKPT
 
 Formats: executorch (XNNPACK, fp32), executorch-int8 (XNNPACK pt2e quantizer; --calib DIR of
-images, else random inputs), onnx (opset 18, onnxruntime), coreml (.mlpackage; prediction
-needs macOS), tflite (litert-torch, the [tflite] extra). Each export prints its file size,
+images, else random inputs), onnx (opset 18, onnxruntime), coreml (.mlpackage with an RGB
+image input for backbones and end-to-end models, int32 labels / seg_map, metadata in the
+package; converted and inspected here, prediction needs macOS), tflite (litert-torch, the
+[tflite] extra). Each export prints its file size,
 the fraction of operators delegated (ExecuTorch) and the largest difference from eager.
 RetinaNet and Semantic FPN export end to end by default: uint8 RGB image [1, H, W, 3] in;
 boxes / scores / labels (decoding and NMS in the graph) or seg_map out; metadata in the file

@@ -172,14 +172,9 @@ def attach_metadata(path: str, meta: Dict[str, object]) -> None:
             entry.key, entry.value = key, json.dumps(value)
         with atomic_path(path) as tmp:
             onnx.save(model, tmp)
-    elif path.endswith('.mlpackage'):
-        import coremltools as ct
-        mlmodel = ct.models.MLModel(path, skip_model_load=True)
-        for key, value in meta.items():
-            mlmodel.user_defined_metadata[key] = json.dumps(value)
-        mlmodel.short_description = f'edgeformers {meta.get("task")} ({meta.get("config")})'
-        with atomic_path(path) as tmp:
-            mlmodel.save(tmp)
+    elif path.endswith('.mlpackage'):  # with the Core ML input / output types (.coreml)
+        from .coreml import attach_metadata as attach_coreml
+        attach_coreml(path, meta)
     else:
         write_json(metadata_path(path), meta, indent=1)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .formats import file_size, get_format, require
-from .targets import Target
+from .targets import IMAGENET_MEAN, IMAGENET_STD, Target  # noqa: F401  (IMAGENET_*: here too)
 
 
 @dataclass
@@ -96,6 +96,8 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     os.makedirs(out_dir, exist_ok=True)
     h, w = target.size
     x = example if example is not None else torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    if spec.adapt is not None:  # the format's own input / outputs (Core ML: an image input)
+        target, x = spec.adapt(target, x)
     module = target.module.eval()
     start = time.time()
     path = export_path(target.name, fmt, (h, w), out_dir)
@@ -116,11 +118,6 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
             eager = _flat(module(x))
         result.max_abs_diff, result.max_rel_diff = compare(eager, outputs)
     return result
-
-
-#: the normalisation of the configs' data preprocessors (ImageNet mean / std, RGB)
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def calibration_images(folder: str, size: Tuple[int, int], count: int = 16,

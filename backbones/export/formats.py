@@ -43,6 +43,8 @@ class Format:
         write: ``write(module, example, path) -> Written``.
         runner: loads and runs the file here, or None (e.g. Core ML needs macOS).
         quantized: the module is quantised (with a calibration set) before writing.
+        adapt: ``adapt(target, example) -> (target, example)``, the format's own version of a
+            target when its inputs / outputs differ (Core ML: an image input, int32 outputs).
     """
     name: str
     suffix: str
@@ -51,6 +53,7 @@ class Format:
     write: Callable[[nn.Module, torch.Tensor, str], Written]
     runner: Optional[Runner] = None
     quantized: bool = False
+    adapt: Optional[Callable[..., tuple]] = None
 
 
 FORMATS: Dict[str, Format] = {}
@@ -142,12 +145,15 @@ def onnx_runner(path: str, threads: Optional[int] = None):
 
 # ---------------------------------------------------------------------------- Core ML, TFLite
 def write_coreml(module: nn.Module, example: torch.Tensor, path: str) -> Written:
-    import coremltools as ct
-    exported = torch.export.export(module, (example,)).run_decompositions({})
-    mlmodel = ct.convert(exported, convert_to='mlprogram', minimum_deployment_target=ct.target.iOS17)
-    with atomic_path(path) as tmp:  # an .mlpackage folder, renamed into place whole
-        mlmodel.save(tmp)
-    return Written(note='converted; running a Core ML model needs macOS, so no parity check here')
+    """mlprogram (iOS 17 / macOS 14) with an RGB image input where the target has one
+    (:mod:`backbones.export.coreml`); the saved package is checked, not run (that needs macOS)."""
+    from .coreml import write
+    return Written(note=write(module, example, path))
+
+
+def adapt_coreml(target, example):
+    from .coreml import coreml_target
+    return coreml_target(target, example)
 
 
 def write_tflite(module: nn.Module, example: torch.Tensor, path: str) -> Written:
@@ -163,7 +169,7 @@ register_format(Format('executorch', '.pte', 'export', 'executorch', write_execu
 register_format(Format('executorch-int8', '_int8.pte', 'export', 'executorch', write_executorch, executorch_runner,
                        quantized=True))
 register_format(Format('onnx', '.onnx', 'export', 'onnxruntime', write_onnx, onnx_runner))
-register_format(Format('coreml', '.mlpackage', 'export', 'coremltools', write_coreml))
+register_format(Format('coreml', '.mlpackage', 'export', 'coremltools', write_coreml, adapt=adapt_coreml))
 register_format(Format('tflite', '.tflite', 'tflite', 'litert_torch', write_tflite))
 
 

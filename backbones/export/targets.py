@@ -73,6 +73,8 @@ class Target:
     meta: Optional[Dict[str, Any]] = None
     #: an input to trace with; None: a random float [1, 3, H, W]
     example: Optional[torch.Tensor] = None
+    #: the weights loaded (a path or URL); None: random or the config's own
+    checkpoint: Optional[str] = None
 
     @property
     def takes_images(self) -> bool:
@@ -82,6 +84,9 @@ class Target:
 
 #: the smallest side an export takes: every family downsamples by 32
 MIN_SIDE = 32
+#: the normalisation of the configs' data preprocessors (ImageNet mean / std, RGB)
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def check_size(size: Sequence[int]) -> None:
@@ -120,7 +125,7 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
         model = variant.cls(**cfg)
         if checkpoint:
             model.init_weights()
-        return Target(name_or_config, prepare_for_export(model, size), tuple(size))
+        return Target(name_or_config, prepare_for_export(model, size), tuple(size), checkpoint=checkpoint)
     if not osp.isfile(name_or_config):
         raise FileNotFoundError(f'{name_or_config!r} is neither a backbone name ({", ".join(export_names())}) '
                                 'nor a config file')
