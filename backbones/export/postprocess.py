@@ -84,7 +84,7 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, i
     """Greedy NMS unrolled over ``steps`` picks: ``(index [steps], kept [steps])``, the
     indices of the first ``steps`` boxes greedy NMS keeps, in its order (descending score);
     ``kept`` is false past the last one. IoU and the ``>`` test as mmcv's CPU ``nms``
-    (offset 0); boxes need not be sorted."""
+    (offset 0); boxes need not be sorted; ``scores`` are probabilities (>= 0)."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     areas = (x2 - x1) * (y2 - y1)
     position = torch.arange(boxes.shape[0], device=boxes.device)
@@ -92,8 +92,9 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, i
     remaining = valid
     picks, kept = [], []
     for _ in range(steps):
-        i = torch.where(remaining, scores, lowest).argmax().reshape(1)  # first of equal scores
-        kept.append(remaining.index_select(0, i))
+        key = torch.where(remaining, scores, lowest)
+        i = key.argmax().reshape(1)  # the first of equal scores
+        kept.append(key.index_select(0, i) > -0.5)  # scores are probabilities (no bool gather: Core ML)
         box = boxes.index_select(0, i)
         w = (torch.minimum(x2, box[:, 2]) - torch.maximum(x1, box[:, 0])).clamp(min=0)
         h = (torch.minimum(y2, box[:, 3]) - torch.maximum(y1, box[:, 1])).clamp(min=0)
