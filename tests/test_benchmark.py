@@ -42,3 +42,14 @@ def test_eager_table():
     from backbones.export.benchmark import EagerTiming, format_eager_table
     table = format_eager_table([EagerTiming('efficientformerv2_s0', 8, 2, 90.0, 100.0)], 'test machine')
     assert '| efficientformerv2_s0 | 8 | 2 | 90.0 | 100.0 | 0.90 |' in table
+
+
+def test_host_threads_holds_and_restores_torch_pool():
+    import torch
+    from backbones.export.benchmark import host_threads
+    before = torch.get_num_threads()
+    with host_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with host_threads(0):  # 0 / None: PyTorch's pool as it is
+        assert torch.get_num_threads() == before

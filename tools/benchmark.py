@@ -48,7 +48,8 @@ def end_to_end_main(args, machine) -> int:
     timings = []
     for config, size in jobs:
         timings += run_end_to_end_benchmark([config], size, fmt, threads, args.seconds, args.out_dir,
-                                            log=lambda s: print(s, flush=True), reuse=args.reuse)
+                                            log=lambda s: print(s, flush=True), reuse=args.reuse,
+                                            torch_threads=args.torch_threads)
     table = format_end_to_end_table(timings, machine)
     print('\n' + table)
     write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
@@ -79,6 +80,10 @@ def main(argv=None) -> int:
     parser.add_argument('--reuse', action='store_true',
                         help='time the exports already under OUT_DIR/models again instead of exporting anew')
     parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')
+    parser.add_argument('--torch-threads', type=int, default=1,
+                        help="PyTorch's intra-op threads while runtimes are timed (default 1; 0 keeps PyTorch's "
+                             "default, all cores, as before: its OpenMP workers, woken by the ExecuTorch bindings' "
+                             "output clones, then compete with XNNPACK's threads)")
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
     quiet_third_party_warnings()
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
     args.threads = args.threads or [1, os.cpu_count() or 1]
     timings = run_benchmark(args.models or variant_names(), tuple(args.size), args.formats,
                             sorted(set(args.threads)), args.seconds, args.out_dir,
-                            log=lambda s: print(s, flush=True), reuse=args.reuse)
+                            log=lambda s: print(s, flush=True), reuse=args.reuse, torch_threads=args.torch_threads)
     table = format_table(timings, machine)
     eager = []
     if tuple(args.size) == (224, 224) and not args.no_eager:
