@@ -123,3 +123,26 @@ def test_profile_units_follow_xnnpack_fusion_and_layouts():
     assert out[0].shape == (1, 8, 8, 8) and float(out[0].min()) >= 0 and float(out[0].max()) <= 6
     _, _, key_gelu = unit_program(ep, units[3], tags)
     assert key != key_gelu
+
+
+@pytest.mark.slow
+def test_profile_cli_on_real_exports(tmp_path):
+    """tools/benchmark.py --profile on EfficientFormerV2-S0 at 64x64 beside MobileNetV2: both
+    lowered to one XNNPACK delegate call, every operator timed, tables written."""
+    import json
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+    import benchmark as tool
+    assert tool.main(['--profile', 'efficientformerv2_s0', '--size', '64', '64', '--threads', '1', '2',
+                      '--seconds', '0.3', '--results-dir', str(tmp_path), '--out-dir', str(tmp_path / 'work')]) == 0
+    report = (tmp_path / 'profile_64x64.md').read_text()
+    data = json.loads((tmp_path / 'profile_64x64.json').read_text())
+    assert [p['model'] for p in data['profiles']] == [REFERENCE, 'efficientformerv2_s0']
+    for p in data['profiles']:
+        assert p['delegate_calls'] == 1 and p['portable_ops'] == {}
+        assert all(p['whole_ms'][n] > 0 for n in ('1', '2'))
+        assert sum(g['count'] for g in p['groups']) == p['delegated_ops']
+    s0 = {g['label'] for g in data['profiles'][1]['groups']}
+    assert {'conv 1x1', 'conv depth-wise 3x3', 'gelu', 'bmm (attention matmul)', 'softmax'} <= s0
+    assert '#### efficientformerv2_s0 (64x64)' in report and '| mobilenet_v2_x1.0 |' in report

@@ -129,6 +129,9 @@ def main(argv=None) -> int:
                         help="PyTorch's intra-op threads while runtimes are timed (default 1; 0 keeps PyTorch's "
                              "default, all cores, as before: its OpenMP workers, woken by the ExecuTorch bindings' "
                              "output clones, then compete with XNNPACK's threads)")
+    parser.add_argument('--clone-outputs', action='store_true',
+                        help="time ExecuTorch with its Python bindings' output clones (with --torch-threads 0: "
+                             'as this benchmark timed before; default: outputs read in place, as an app does)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
     quiet_third_party_warnings()
@@ -142,7 +145,8 @@ def main(argv=None) -> int:
     args.threads = args.threads or [1, os.cpu_count() or 1]
     timings = run_benchmark(args.models or variant_names(), tuple(args.size), args.formats,
                             sorted(set(args.threads)), args.seconds, args.out_dir,
-                            log=lambda s: print(s, flush=True), reuse=args.reuse, torch_threads=args.torch_threads)
+                            log=lambda s: print(s, flush=True), reuse=args.reuse, torch_threads=args.torch_threads,
+                            clone_outputs=args.clone_outputs)
     table = format_table(timings, machine)
     eager = []
     if tuple(args.size) == (224, 224) and not args.no_eager:

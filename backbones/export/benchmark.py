@@ -125,20 +125,26 @@ def timed_formats():
     return [name for name, fmt in FORMATS.items() if fmt.runner is not None]
 
 
-def _call(fmt: str, path: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
+def _call(fmt: str, path: str, x: torch.Tensor, threads: int, clone_outputs: bool = False) -> Callable[[], object]:
     spec = get_format(fmt)
     # ExecuTorch: time the runtime, not the Python bindings' output clones (module docstring)
-    run = spec.runner(path, threads, clone_outputs=False) if spec.module == 'executorch' else spec.runner(path, threads)
+    if spec.module == 'executorch':
+        run = spec.runner(path, threads, clone_outputs=clone_outputs)
+    else:
+        run = spec.runner(path, threads)
     return lambda: run(x)
 
 
 def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequence[str], threads: Sequence[int],
                   seconds: float, out_dir: str, log: Callable[[str], None] = print,
-                  reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS) -> List[Timing]:
+                  reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS,
+                  clone_outputs: bool = False) -> List[Timing]:
     """Export and time ``models`` (backbone names, configs, or baseline names) plus the
     baselines; returns the timings with ratios to MobileNetV2 x1.0. With ``reuse``, exports
     already under ``out_dir/models`` are timed again instead of being made anew.
-    ``torch_threads``: PyTorch's intra-op threads while timing (:func:`host_threads`)."""
+    ``torch_threads``: PyTorch's intra-op threads while timing (:func:`host_threads`);
+    ``clone_outputs``: time ExecuTorch with its bindings' output clones (``torch_threads=0``
+    and ``clone_outputs=True`` time as this benchmark did before it read outputs in place)."""
     names = list(dict.fromkeys(list(BASELINES) + list(models)))
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     paths: Dict[Tuple[str, str], str] = {}
@@ -161,7 +167,7 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
     timings: List[Timing] = []
     for n_threads in threads:
         for fmt in formats:
-            runners = {name: _call(fmt, paths[(name, fmt)], x, n_threads) for name in names}
+            runners = {name: _call(fmt, paths[(name, fmt)], x, n_threads, clone_outputs) for name in names}
             with host_threads(torch_threads):
                 stats = time_interleaved(runners, seconds)
             for name, (median, p90, runs) in stats.items():
