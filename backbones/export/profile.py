@@ -363,6 +363,21 @@ def _time_methods(methods: Dict[str, Tuple[str, str]], inputs: Dict[str, Tuple[t
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def _refused(methods: Dict[str, Tuple[str, str]], inputs: Dict[str, Tuple[torch.Tensor, ...]]) -> List[str]:
+    """The methods that fail to run once."""
+    from executorch.extension.pybindings import portable_lib
+    loaded: Dict[str, object] = {}
+    refused = []
+    for k, (path, method) in methods.items():
+        if path not in loaded:
+            loaded[path] = portable_lib._load_for_executorch(path)
+        try:
+            loaded[path].run_method(method, inputs[k], False)
+        except RuntimeError:
+            refused.append(k)
+    return refused
+
+
 def _write_methods(programs: Dict[str, Tuple[nn.Module, Tuple[torch.Tensor, ...]]], delegate: bool,
                    path: str) -> None:
     """One .pte holding every ``name: (module, inputs)`` as a method (lowering many
@@ -390,6 +405,7 @@ def profile_model(name: str, module: nn.Module, example: torch.Tensor, threads: 
     distinct: Dict[tuple, str] = {}
     programs: Dict[bool, Dict[str, Tuple[nn.Module, Tuple[torch.Tensor, ...]]]] = {True: {}, False: {}}
     inputs: Dict[str, Tuple[torch.Tensor, ...]] = {}
+    sources: Dict[str, Tuple[Unit, object]] = {}
     unit_keys: List[Tuple[Unit, str]] = []
     for unit, ep, tags in units:
         program, x, key = unit_program(ep, unit, tags)
@@ -398,6 +414,7 @@ def profile_model(name: str, module: nn.Module, example: torch.Tensor, threads: 
             distinct[key] = f'op{len(distinct)}'
             programs[unit.delegated][distinct[key]] = (program, x)
             inputs[distinct[key]] = x
+            sources[distinct[key]] = (unit, ep)
         unit_keys.append((unit, distinct[key]))
     # the cost of running a program at all (a one-element add in one delegate call)
     programs[True]['call'] = (_AddOne(), (torch.ones(1),))
@@ -409,6 +426,21 @@ def profile_model(name: str, module: nn.Module, example: torch.Tensor, threads: 
         path = osp.join(workdir, 'operators.pte' if delegate else 'portable_operators.pte')
         _write_methods(group, delegate, path)
         methods.update({k: (path, k) for k in group})
+    # a unit the runtime refuses in the layout it has in the model (e.g. a one-channel map kept
+    # channels-last) is timed with channels-first inputs instead; one refused both ways is left out
+    refused = _refused(methods, inputs)
+    if refused:
+        fallback = {k: unit_program(sources[k][1], sources[k][0], {})[:2] for k in refused}
+        path = osp.join(workdir, 'operators_nchw.pte')
+        for k, (program, x) in fallback.items():
+            inputs[k] = x
+        _write_methods(fallback, True, path)
+        methods.update({k: (path, k) for k in fallback})
+        dropped = _refused({k: methods[k] for k in refused}, inputs)
+        for k in dropped:
+            del methods[k]
+        log(f'{name}: {len(refused)} operator(s) timed with channels-first inputs'
+            + (f', {len(dropped)} refused and left out' if dropped else ''))
     log(f'{name}: {len(units)} operators, {len(distinct)} distinct, lowered in {time.time() - started:.0f} s; '
         f'{summary.delegate_calls} delegate call(s), portable ops {summary.portable_ops or "none"}, '
         f'{summary.layout_conversions} layout conversion(s)')
@@ -420,10 +452,12 @@ def profile_model(name: str, module: nn.Module, example: torch.Tensor, threads: 
         overhead[n] = unit_ms[n].pop('call')
         unit_ms[n] = {k: max(v - overhead[n], 0.0) for k, v in unit_ms[n].items()}
         log(f'{name} {n} thread(s): whole {whole_ms[n]:.2f} ms, sum of operators '
-            f'{sum(unit_ms[n][k] for _, k in unit_keys):.2f} ms (call overhead {overhead[n] * 1e3:.0f} us '
+            f'{sum(unit_ms[n].get(k, 0.0) for _, k in unit_keys):.2f} ms (call overhead {overhead[n] * 1e3:.0f} us '
             'subtracted from each)')
     groups: Dict[Tuple[str, bool], GroupProfile] = {}
     for unit, key in unit_keys:
+        if key not in unit_ms[threads[0]]:
+            continue
         g = groups.setdefault((unit.label, unit.delegated),
                               GroupProfile(unit.label, 0, {n: 0.0 for n in threads}, unit.delegated))
         g.count += 1
