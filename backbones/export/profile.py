@@ -93,7 +93,6 @@ class Unit:
     """One operator of the lowered graph with what XNNPACK fuses into it."""
     nodes: List[fx.Node]
     delegated: bool
-    program: 'fx.GraphModule' = None  # filled by :func:`lowered_units`
     label: str = ''
 
 
