@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument('--results-dir', default=RESULTS, help='where --profile writes (default: tools/results)')
     parser.add_argument('--end-to-end', action='store_true',
                         help='time detector / segmentor configs end to end beside their raw networks')
-    parser.add_argument('--seconds', type=float, default=3.0, help='timing window per model (default 3 s; --profile: per whole model, and 1/100 of it per operator)')
+    parser.add_argument('--seconds', type=float, default=3.0,
+                        help='timing window per model (default 3 s; --profile: per whole model, 1/100 of it per operator)')
     parser.add_argument('--reuse', action='store_true',
                         help='time the exports already under OUT_DIR/models again instead of exporting anew')
     parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')

@@ -225,8 +225,8 @@ def unit_program(ep, unit: Unit, tags: Dict[fx.Node, bool]) -> Tuple[fx.GraphMod
         env[node] = new
         key.append((op_name(node), repr([a if not isinstance(a, fx.Node) else '*' for a in node.args]),
                     repr(sorted(node.kwargs.items(), key=lambda kv: kv[0])) if node.kwargs else ''))
-    outputs = [env[n] for n in unit.nodes
-               if isinstance(n.meta.get('val'), torch.Tensor) and (not n.users or any(u not in members for u in n.users))]
+    outputs = [env[n] for n in unit.nodes if isinstance(n.meta.get('val'), torch.Tensor)
+               and (not n.users or any(u not in members for u in n.users))]
     if not outputs:
         outputs = [env[unit.nodes[-1]]]
     graph.output(tuple(outputs))
@@ -487,14 +487,16 @@ def format_profile(p: ModelProfile, threads: Sequence[int], top: int = 12) -> st
              f'{sum(p.portable_ops.values())} portable op(s){" " + str(p.portable_ops) if p.portable_ops else ""}, '
              f'{p.delegated_ops} delegated operators ({p.distinct_units} distinct), '
              f'{p.layout_conversions} NHWC/NCHW conversion(s) inside the delegate. Operators timed alone, less '
-             f'the cost of a trivial program call ({", ".join(f"{v * 1e3:.0f} us at {n}T" for n, v in p.call_overhead_ms.items())}).', '',
+             'the cost of a trivial program call ('
+             + ', '.join(f'{v * 1e3:.0f} us at {n}T' for n, v in p.call_overhead_ms.items()) + ').', '',
              f'| operator group | count | {head} | share of whole at {t0}T{speed} |',
              '|---|---|' + '---|' * len(threads) + '---|' + ('---|' if len(threads) > 1 else '')]
 
     def row(label, count, ms):
         cells = ' | '.join(f'{ms[n]:.2f}' for n in threads)
         share = f'{ms[t0] / p.whole_ms[t0]:.1%}'
-        return f'| {label} | {count} | {cells} | {share}' + (f' | {_speedup(ms, threads)} |' if len(threads) > 1 else ' |')
+        tail = f' | {_speedup(ms, threads)} |' if len(threads) > 1 else ' |'
+        return f'| {label} | {count} | {cells} | {share}' + tail
 
     for g in p.groups[:top]:
         lines.append(row(g.label + ('' if g.delegated else ' (portable)'), g.count, g.ms))
@@ -528,7 +530,8 @@ def format_profile_summary(profiles: Sequence[ModelProfile], threads: Sequence[i
 def profile_report(profiles: Sequence[ModelProfile], threads: Sequence[int], machine: str, reference: str,
                    etdump: bool) -> str:
     loads = [p.load for p in profiles if p.load]
-    load = f' Load average during the run: {", ".join(f"{l[0]:.1f}" for l in loads)} (1-minute, per model).' if loads else ''
+    load = (' Load average during the run: ' + ', '.join(f'{avg[0]:.1f}' for avg in loads)
+            + ' (1-minute, after each model).') if loads else ''
     method = ('ETDump is available in this ExecuTorch build, but these tables come from isolated operators'
               if etdump else 'This ExecuTorch build records no ETDump events (the pip wheels are built without the '
               'event tracer), so each operator (with what XNNPACK fuses into it) was exported alone and timed with '
