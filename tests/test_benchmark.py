@@ -70,15 +70,20 @@ def test_profile_tables_give_shares_speedups_and_the_rest():
                     [('conv 1x1', 30, {1: 4.0, 2: 2.5}), ('gelu', 20, {1: 2.0, 2: 1.6}), ('bmm', 8, {1: 1.0, 2: 1.25})])
     reference = _profile(REFERENCE, {1: 8.0, 2: 5.0}, [('conv 1x1', 35, {1: 6.0, 2: 3.5})])
     table = format_profile(ours, [1, 2])
-    assert '| conv 1x1 | 30 | 4.00 | 2.50 | 40.0% | 1.60x |' in table
-    assert '| bmm | 8 | 1.00 | 1.25 | 10.0% | 0.80x |' in table
-    assert '| sum of isolated operators | 58 | 7.00 | 5.35 | 70.0% |' in table
+    assert '| conv 1x1 | 30 | 4.00 | 2.50 | 40.0% | 57.1% | 1.60x |' in table
+    assert '| bmm | 8 | 1.00 | 1.25 | 10.0% | 14.3% | 0.80x |' in table
+    assert '| sum of isolated operators | 58 | 7.00 | 5.35 | 70.0% | 100.0% |' in table
     assert '| rest (whole minus sum) |  | 3.00 | 2.65 | 30.0% |' in table
     assert '4 us at 1T, 5 us at 2T' in table
     summary = format_profile_summary([reference, ours], [1, 2], REFERENCE)
-    assert '| efficientformerv2_s0 | 10.00 | 8.00 | 1.25x | 1.25x | 1 | 0 | 2 | conv 1x1 40%, gelu 20%, bmm 10% |' in summary
+    assert ('| efficientformerv2_s0 | 10.00 | 8.00 | 1.25x | 1.25x | 7.00 (1.17x) | 58 | 1 | 0 | 2 | '
+            'conv 1x1 40%, gelu 20%, bmm 10% |') in summary
     report = profile_report([reference, ours], [1, 2], 'test machine', REFERENCE, etdump=False)
     assert 'test machine' in report and 'no ETDump' in report and report.count('####') == 2
+    from backbones.export.profile import profile_json, profiles_from_json
+    import json
+    again = profiles_from_json(json.loads(json.dumps(profile_json([reference, ours], 'test machine', False))))
+    assert profile_report(again, [1, 2], 'test machine', REFERENCE, etdump=False) == report
 
 
 def test_profile_units_follow_xnnpack_fusion_and_layouts():

@@ -489,12 +489,13 @@ def format_profile(p: ModelProfile, threads: Sequence[int], top: int = 12) -> st
              f'{p.layout_conversions} NHWC/NCHW conversion(s) inside the delegate. Operators timed alone, less '
              'the cost of a trivial program call ('
              + ', '.join(f'{v * 1e3:.0f} us at {n}T' for n, v in p.call_overhead_ms.items()) + ').', '',
-             f'| operator group | count | {head} | share of whole at {t0}T{speed} |',
-             '|---|---|' + '---|' * len(threads) + '---|' + ('---|' if len(threads) > 1 else '')]
+             f'| operator group | count | {head} | share of whole at {t0}T | share of operators at {t0}T{speed} |',
+             '|---|---|' + '---|' * len(threads) + '---|---|' + ('---|' if len(threads) > 1 else '')]
+    op_sum = p.op_sum(t0)
 
     def row(label, count, ms):
         cells = ' | '.join(f'{ms[n]:.2f}' for n in threads)
-        share = f'{ms[t0] / p.whole_ms[t0]:.1%}'
+        share = f'{ms[t0] / p.whole_ms[t0]:.1%} | ' + (f'{ms[t0] / op_sum:.1%}' if op_sum > 0 else '—')
         tail = f' | {_speedup(ms, threads)} |' if len(threads) > 1 else ' |'
         return f'| {label} | {count} | {cells} | {share}' + tail
 
@@ -515,15 +516,19 @@ def format_profile_summary(profiles: Sequence[ModelProfile], threads: Sequence[i
     threads, delegate calls, portable ops, conversions and the three largest groups."""
     ref = next((p for p in profiles if p.model == reference), None)
     head = ' | '.join(f'{n}T ms' for n in threads)
-    lines = [f'| model | {head} | {threads[0]}T / {threads[-1]}T | x {reference} at {threads[0]}T | delegate calls | '
-             'portable ops | NHWC/NCHW conversions | largest groups at 1st thread count (share) |',
-             '|---|' + '---|' * len(threads) + '---|---|---|---|---|---|']
+    t0 = threads[0]
+    lines = [f'| model | {head} | {t0}T / {threads[-1]}T | x {reference} at {t0}T | sum of operators {t0}T ms '
+             f'(x {reference}) | operators | delegate calls | portable ops | NHWC/NCHW conversions | '
+             f'largest groups at {t0}T (share of whole) |',
+             '|---|' + '---|' * len(threads) + '---|---|---|---|---|---|---|---|']
     for p in profiles:
-        ratio = f'{p.whole_ms[threads[0]] / ref.whole_ms[threads[0]]:.2f}x' if ref else '—'
-        tops = ', '.join(f'{g.label} {g.ms[threads[0]] / p.whole_ms[threads[0]]:.0%}' for g in p.groups[:3])
+        ratio = f'{p.whole_ms[t0] / ref.whole_ms[t0]:.2f}x' if ref else '—'
+        op_ratio = f' ({p.op_sum(t0) / ref.op_sum(t0):.2f}x)' if ref and ref.op_sum(t0) > 0 else ''
+        tops = ', '.join(f'{g.label} {g.ms[t0] / p.whole_ms[t0]:.0%}' for g in p.groups[:3])
         lines.append(f'| {p.model} | ' + ' | '.join(f'{p.whole_ms[n]:.2f}' for n in threads)
-                     + f' | {_speedup(p.whole_ms, threads)} | {ratio} | {p.delegate_calls} | '
-                     f'{sum(p.portable_ops.values())} | {p.layout_conversions} | {tops} |')
+                     + f' | {_speedup(p.whole_ms, threads)} | {ratio} | {p.op_sum(t0):.2f}{op_ratio} | '
+                     f'{p.delegated_ops} | {p.delegate_calls} | {sum(p.portable_ops.values())} | '
+                     f'{p.layout_conversions} | {tops} |')
     return '\n'.join(lines)
 
 
@@ -545,3 +550,16 @@ def profile_report(profiles: Sequence[ModelProfile], threads: Sequence[int], mac
 
 def profile_json(profiles: Sequence[ModelProfile], machine: str, etdump: bool) -> dict:
     return dict(machine=machine, etdump=etdump, profiles=[asdict(p) for p in profiles])
+
+
+def profiles_from_json(data: dict) -> List[ModelProfile]:
+    """The profiles :func:`profile_json` wrote (thread counts back to ints), to format again."""
+    def by_threads(d):
+        return {int(k): v for k, v in d.items()}
+    out = []
+    for p in data['profiles']:
+        p = dict(p, whole_ms=by_threads(p['whole_ms']), call_overhead_ms=by_threads(p['call_overhead_ms']),
+                 size=tuple(p['size']), load=tuple(p['load']) if p.get('load') else None,
+                 groups=[GroupProfile(**dict(g, ms=by_threads(g['ms']))) for g in p['groups']])
+        out.append(ModelProfile(**p))
+    return out
