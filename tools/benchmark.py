@@ -11,6 +11,13 @@ Markdown table, a JSON file and a plot of ImageNet top-1 against latency.
 At 224 it also times eager PyTorch forwards of our EfficientFormerV2 beside timm's (batch 8,
 all cores; --no-eager skips it).
 
+--profile records per-operator profiles of ExecuTorch XNNPACK fp32 exports at 1 thread and
+all cores (default: EfficientFormerV2-S0 and EdgeViT-XXS at 224, beside MobileNetV2 x1.0;
+about 10 minutes on 2 cores) and writes them to tools/results/profile_HxW.{md,json}:
+
+    python tools/benchmark.py --profile
+    python tools/benchmark.py --profile configs/segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py --size 512 512
+
 --end-to-end times detector / segmentor configs exported end to end (uint8 image in; decoding
 and NMS, or the argmax, in the graph) beside their raw networks, and reports what the
 post-processing costs. Without models it takes RetinaNet at 640x640 and Semantic FPN at
@@ -48,13 +55,48 @@ def end_to_end_main(args, machine) -> int:
     timings = []
     for config, size in jobs:
         timings += run_end_to_end_benchmark([config], size, fmt, threads, args.seconds, args.out_dir,
-                                            log=lambda s: print(s, flush=True), reuse=args.reuse)
+                                            log=lambda s: print(s, flush=True), reuse=args.reuse,
+                                            torch_threads=args.torch_threads)
     table = format_end_to_end_table(timings, machine)
     print('\n' + table)
     write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
     write_json(os.path.join(args.out_dir, 'end_to_end.json'),
                dict(machine=machine, timings=[dict(vars(t), post_ms=t.post_ms, post_share=t.post_share)
                                               for t in timings]), indent=2)
+    return 0
+
+
+#: --profile without models
+PROFILE_DEFAULTS = ('efficientformerv2_s0', 'edgevit_xxs')
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def profile_main(args, machine) -> int:
+    import torch
+    from backbones.export.benchmark import REFERENCE, baseline_target
+    from backbones.export.profile import etdump_available, profile_json, profile_model, profile_report
+    from backbones.export.targets import build_target, target_name
+    from backbones.fileio import write_json, write_text
+    size = tuple(args.size) if args.size else (224, 224)
+    threads = sorted(set(args.threads)) if args.threads else sorted({1, os.cpu_count() or 1})
+    names = list(dict.fromkeys([REFERENCE] + list(args.models or PROFILE_DEFAULTS)))
+    workdir = os.path.join(args.out_dir, 'profile')
+    etdump = etdump_available()
+    print(f'ETDump events in this ExecuTorch build: {"yes" if etdump else "no (pip wheel without the event tracer)"}; '
+          'profiling operator by operator', flush=True)
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    profiles = []
+    for name in names:
+        target = baseline_target(name, size) if name == REFERENCE else build_target(name, size)
+        profiles.append(profile_model(target_name(name), target.module, x, threads,
+                                      os.path.join(workdir, target_name(name)), seconds_each=args.seconds / 100,
+                                      whole_seconds=args.seconds, log=lambda s: print(s, flush=True)))
+    report = profile_report(profiles, threads, machine, REFERENCE, etdump)
+    print('\n' + report)
+    stem = os.path.join(args.results_dir, f'profile_{size[0]}x{size[1]}')
+    write_text(stem + '.md', report + '\n')
+    write_json(stem + '.json', profile_json(profiles, machine, etdump), indent=2)
+    print(f'written: {stem}.md, {stem}.json')
     return 0
 
 
@@ -73,24 +115,39 @@ def main(argv=None) -> int:
                         help='default: executorch executorch-int8 onnx (--end-to-end: executorch)')
     parser.add_argument('--threads', type=int, nargs='+',
                         help='default: 1 and all cores (--end-to-end: 1)')
+    parser.add_argument('--profile', action='store_true',
+                        help='per-operator profiles (ExecuTorch XNNPACK fp32) beside MobileNetV2, written to '
+                             'RESULTS_DIR/profile_HxW.{md,json}')
+    parser.add_argument('--results-dir', default=RESULTS, help='where --profile writes (default: tools/results)')
     parser.add_argument('--end-to-end', action='store_true',
                         help='time detector / segmentor configs end to end beside their raw networks')
-    parser.add_argument('--seconds', type=float, default=3.0, help='timing window per model (default 3 s)')
+    parser.add_argument('--seconds', type=float, default=3.0,
+                        help='timing window per model (default 3 s; --profile: per whole model, 1/100 of it per operator)')
     parser.add_argument('--reuse', action='store_true',
                         help='time the exports already under OUT_DIR/models again instead of exporting anew')
     parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')
+    parser.add_argument('--torch-threads', type=int, default=1,
+                        help="PyTorch's intra-op threads while runtimes are timed (default 1; 0 keeps PyTorch's "
+                             "default, all cores, as before: its OpenMP workers, woken by the ExecuTorch bindings' "
+                             "output clones, then compete with XNNPACK's threads)")
+    parser.add_argument('--clone-outputs', action='store_true',
+                        help="time ExecuTorch with its Python bindings' output clones (with --torch-threads 0: "
+                             'as this benchmark timed before; default: outputs read in place, as an app does)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
     quiet_third_party_warnings()
     machine = machine_description()
     if args.end_to_end:
         return end_to_end_main(args, machine)
+    if args.profile:
+        return profile_main(args, machine)
     args.size = args.size or (224, 224)
     args.formats = args.formats or ['executorch', 'executorch-int8', 'onnx']
     args.threads = args.threads or [1, os.cpu_count() or 1]
     timings = run_benchmark(args.models or variant_names(), tuple(args.size), args.formats,
                             sorted(set(args.threads)), args.seconds, args.out_dir,
-                            log=lambda s: print(s, flush=True), reuse=args.reuse)
+                            log=lambda s: print(s, flush=True), reuse=args.reuse, torch_threads=args.torch_threads,
+                            clone_outputs=args.clone_outputs)
     table = format_table(timings, machine)
     eager = []
     if tuple(args.size) == (224, 224) and not args.no_eager:

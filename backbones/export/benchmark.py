@@ -8,12 +8,22 @@ a slice of each model's time per round), so a slow spell of a shared machine fal
 of them alike. Ratios are to MobileNetV2 x1.0 of the same run, format and thread count, so
 they carry over between machines better than milliseconds do.
 
+ExecuTorch is timed as an app runs it: outputs read in place (``clone_outputs=False``), with
+PyTorch's own intra-op pool held at one thread (:func:`host_threads`). By default ExecuTorch's
+Python bindings return every output as a ``clone`` made by PyTorch; with PyTorch's default
+pool (all cores) the clone of a large feature map runs on OpenMP workers, which then
+spin-wait and take the cores from XNNPACK's own thread pool. That made backbones with large
+outputs (EfficientFormerV2-S0, EdgeViT-XXS: four feature maps) slower at 2 XNNPACK threads
+than at 1 while MobileNetV2 (1000 logits) gained; a phone runs the C++ runtime, with no
+PyTorch copies or pool beside it.
+
 :func:`eager_comparison` times eager PyTorch forwards of our EfficientFormerV2 beside
 timm's implementation (the same architecture, and the official one's forward), interleaved
 the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import os.path as osp
 import statistics
@@ -91,23 +101,50 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], seconds: float, round
     return out
 
 
+#: PyTorch intra-op threads while a runtime is timed (see the module docstring)
+HOST_THREADS = 1
+
+
+@contextlib.contextmanager
+def host_threads(threads: Optional[int] = HOST_THREADS):
+    """Hold PyTorch's intra-op pool at ``threads`` (None or 0: leave it as it is) while an
+    exported model is timed, and restore it after."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
 def timed_formats():
     """The formats this machine can run, hence time."""
     from .formats import FORMATS
     return [name for name, fmt in FORMATS.items() if fmt.runner is not None]
 
 
-def _call(fmt: str, path: str, x: torch.Tensor, threads: int) -> Callable[[], object]:
-    run = get_format(fmt).runner(path, threads)
+def _call(fmt: str, path: str, x: torch.Tensor, threads: int, clone_outputs: bool = False) -> Callable[[], object]:
+    spec = get_format(fmt)
+    # ExecuTorch: time the runtime, not the Python bindings' output clones (module docstring)
+    if spec.module == 'executorch':
+        run = spec.runner(path, threads, clone_outputs=clone_outputs)
+    else:
+        run = spec.runner(path, threads)
     return lambda: run(x)
 
 
 def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequence[str], threads: Sequence[int],
                   seconds: float, out_dir: str, log: Callable[[str], None] = print,
-                  reuse: bool = False) -> List[Timing]:
+                  reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS,
+                  clone_outputs: bool = False) -> List[Timing]:
     """Export and time ``models`` (backbone names, configs, or baseline names) plus the
     baselines; returns the timings with ratios to MobileNetV2 x1.0. With ``reuse``, exports
-    already under ``out_dir/models`` are timed again instead of being made anew."""
+    already under ``out_dir/models`` are timed again instead of being made anew.
+    ``torch_threads``: PyTorch's intra-op threads while timing (:func:`host_threads`);
+    ``clone_outputs``: time ExecuTorch with its bindings' output clones (``torch_threads=0``
+    and ``clone_outputs=True`` time as this benchmark did before it read outputs in place)."""
     names = list(dict.fromkeys(list(BASELINES) + list(models)))
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     paths: Dict[Tuple[str, str], str] = {}
@@ -130,8 +167,10 @@ def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequenc
     timings: List[Timing] = []
     for n_threads in threads:
         for fmt in formats:
-            runners = {name: _call(fmt, paths[(name, fmt)], x, n_threads) for name in names}
-            for name, (median, p90, runs) in time_interleaved(runners, seconds).items():
+            runners = {name: _call(fmt, paths[(name, fmt)], x, n_threads, clone_outputs) for name in names}
+            with host_threads(torch_threads):
+                stats = time_interleaved(runners, seconds)
+            for name, (median, p90, runs) in stats.items():
                 timings.append(Timing(target_name(name), fmt, n_threads, median, p90, runs))
                 log(f'{target_name(name):<22} {fmt:<16} {n_threads} thread(s): median {median:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)')
     reference = {(t.fmt, t.threads): t.median_ms for t in timings if t.model == REFERENCE}
@@ -285,7 +324,8 @@ class EndToEndTiming:
 
 def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt: str, threads: Sequence[int],
                              seconds: float, out_dir: str, log: Callable[[str], None] = print,
-                             reuse: bool = False) -> List[EndToEndTiming]:
+                             reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS
+                             ) -> List[EndToEndTiming]:
     """Export each config (RetinaNet, Mask R-CNN or Semantic FPN) raw and end to end to
     ``fmt`` at ``size`` and time the two interleaved: the difference is the cost of the
     in-graph input conversion and post-processing."""
@@ -316,7 +356,8 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
         for n_threads in threads:
             runners = {'raw': _call(fmt, paths['raw'], x, n_threads),
                        'end_to_end': _call(fmt, paths['end_to_end'], image, n_threads)}
-            stats = time_interleaved(runners, seconds * 2)
+            with host_threads(torch_threads):
+                stats = time_interleaved(runners, seconds * 2)
             t = EndToEndTiming(label, kind or 'unknown', fmt, n_threads, tuple(size), stats['raw'][0],
                                stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]))
             results.append(t)

@@ -116,12 +116,15 @@ def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Wri
     return Written(delegated / max(delegated + sum(left.values()), 1), left)
 
 
-def executorch_runner(path: str, threads: Optional[int] = None):
+def executorch_runner(path: str, threads: Optional[int] = None, clone_outputs: bool = True):
+    """Loads a .pte. ``clone_outputs=False`` returns the runtime's own output buffers
+    (overwritten by the next call), as an app reads them: the benchmark times that way,
+    since the Python bindings' clones are PyTorch copies no phone runs."""
     from executorch.extension.pybindings import portable_lib
     if threads:
         portable_lib._unsafe_reset_threadpool(threads)
     program = portable_lib._load_for_executorch(path)
-    return lambda x: list(program.forward((x,)))
+    return lambda x: list(program.forward((x,), clone_outputs))
 
 
 # ---------------------------------------------------------------------------- ONNX
