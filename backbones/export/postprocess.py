@@ -130,25 +130,36 @@ class RetinaNetPostprocess(nn.Module):
         if self.min_bbox_size >= 0:
             valid = valid & (boxes[:, 2] - boxes[:, 0] > self.min_bbox_size) \
                 & (boxes[:, 3] - boxes[:, 1] > self.min_bbox_size)
-        # mmcv's batched_nms: boxes of different classes apart by label * (max coordinate + 1)
-        max_coordinate = torch.where(valid[:, None], boxes, torch.zeros_like(boxes)).max()
-        offset_boxes = boxes + (labels.to(boxes.dtype) * (max_coordinate + 1))[:, None]
-        # the best valid candidates, in descending score order
-        rank_key = torch.where(valid, scores, torch.full_like(scores, -1.0))
-        _, order = torch.topk(rank_key, self.candidates)
-        keep, _ = fixed_point_nms(offset_boxes[order], valid[order], self.iou_threshold, self.iterations)
-        # the first max_per_img kept, in score order
-        k = min(self.max_per_img, self.candidates)
-        out_key = torch.where(keep, scores[order], torch.full_like(scores[order], -1.0))
-        _, pick = torch.topk(out_key, k)
-        sel = order[pick]
-        real = keep[pick]
-        out_boxes = torch.where(real[:, None], boxes[sel], torch.zeros_like(boxes[sel]))
-        out_scores = torch.where(real, scores[sel], torch.zeros_like(scores[sel]))
-        out_labels = torch.where(real, labels[sel], torch.full_like(labels[sel], -1))
-        if k < self.max_per_img:
-            pad = self.max_per_img - k
-            out_boxes = torch.cat([out_boxes, out_boxes.new_zeros(pad, 4)])
-            out_scores = torch.cat([out_scores, out_scores.new_zeros(pad)])
-            out_labels = torch.cat([out_labels, out_labels.new_full((pad,), -1)])
-        return out_boxes, out_scores, out_labels
+        return select_detections(boxes, scores, labels, valid, self.candidates, self.iterations,
+                                 self.iou_threshold, self.max_per_img)
+
+
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                      candidates: int, iterations: int, iou_threshold: float, max_per_img: int):
+    """Class-wise greedy NMS of the ``valid`` (box, score, label) candidates as mmcv's
+    ``batched_nms`` does it, then the first ``max_per_img`` kept in descending score order:
+    ``boxes [K, 4], scores [K], labels [K]`` (K = ``max_per_img``), padded with zero boxes,
+    score 0 and label -1. Only the ``candidates`` best valid ones go into the fixed-point NMS."""
+    candidates = min(candidates, scores.shape[0])
+    # mmcv's batched_nms: boxes of different classes apart by label * (max coordinate + 1)
+    max_coordinate = torch.where(valid[:, None], boxes, torch.zeros_like(boxes)).max()
+    offset_boxes = boxes + (labels.to(boxes.dtype) * (max_coordinate + 1))[:, None]
+    # the best valid candidates, in descending score order
+    rank_key = torch.where(valid, scores, torch.full_like(scores, -1.0))
+    _, order = torch.topk(rank_key, candidates)
+    keep, _ = fixed_point_nms(offset_boxes[order], valid[order], iou_threshold, iterations)
+    # the first max_per_img kept, in score order
+    k = min(max_per_img, candidates)
+    out_key = torch.where(keep, scores[order], torch.full_like(scores[order], -1.0))
+    _, pick = torch.topk(out_key, k)
+    sel = order[pick]
+    real = keep[pick]
+    out_boxes = torch.where(real[:, None], boxes[sel], torch.zeros_like(boxes[sel]))
+    out_scores = torch.where(real, scores[sel], torch.zeros_like(scores[sel]))
+    out_labels = torch.where(real, labels[sel], torch.full_like(labels[sel], -1))
+    if k < max_per_img:
+        pad = max_per_img - k
+        out_boxes = torch.cat([out_boxes, out_boxes.new_zeros(pad, 4)])
+        out_scores = torch.cat([out_scores, out_scores.new_zeros(pad)])
+        out_labels = torch.cat([out_labels, out_labels.new_full((pad,), -1)])
+    return out_boxes, out_scores, out_labels
