@@ -39,6 +39,17 @@ import torch.nn as nn
 from .postprocess import fixed_point_nms, select_detections
 
 
+def decode(coder: nn.Module, priors: torch.Tensor, deltas: torch.Tensor, max_shape: Tuple[int, int]) -> torch.Tensor:
+    """``DeltaXYWHBBoxCoder.decode`` as mmdet runs it in ``predict`` (``delta2bbox``): called
+    directly, because under ``torch.onnx.export`` the coder switches to its ONNX branch, which
+    imports an mmdet 2.x module."""
+    from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
+    if type(coder).__name__ != 'DeltaXYWHBBoxCoder' or getattr(coder, 'use_box_type', False):
+        raise NotImplementedError(f'in-graph decoding covers DeltaXYWHBBoxCoder, not {type(coder).__name__}')
+    return delta2bbox(priors, deltas, coder.means, coder.stds, max_shape, 16 / 1000, coder.clip_border,
+                      coder.add_ctr_clamp, coder.ctr_clamp)
+
+
 # ---------------------------------------------------------------------------- RoIAlign
 def samples_bound(output_size: Tuple[int, int], level_sizes: Sequence[Tuple[float, float]],
                   cell_area: Sequence[float]) -> int:
@@ -221,7 +232,7 @@ class RPNProposals(nn.Module):
             scores.append(top)
             deltas.append(d[idx])
             priors.append(getattr(self, f'priors{i}')[idx])
-        boxes = self.coder.decode(torch.cat(priors), torch.cat(deltas), max_shape=self.size)
+        boxes = decode(self.coder, torch.cat(priors), torch.cat(deltas), self.size)
         score = torch.cat(scores)
         valid = torch.ones_like(score, dtype=torch.bool)
         if self.min_bbox_size >= 0:
@@ -321,7 +332,7 @@ class MaskRCNNPostprocess(nn.Module):
         cls_score, bbox_pred = self.bbox_head(self.bbox_roi(feats, proposals))
         scores = torch.softmax(cls_score, dim=-1)[:, :c]
         rois = proposals[:, None, :].expand(n, c, 4).reshape(-1, 4)
-        boxes = self.bbox_head.bbox_coder.decode(rois, bbox_pred.reshape(-1, 4), max_shape=self.size)
+        boxes = decode(self.bbox_head.bbox_coder, rois, bbox_pred.reshape(-1, 4), self.size)
         labels = torch.arange(c, device=scores.device)[None, :].expand(n, c).reshape(-1)
         scores = scores.reshape(-1)
         valid = (scores > self.score_thr) & proposal_valid[:, None].expand(n, c).reshape(-1)
