@@ -327,19 +327,29 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
             log(f'exported {label} {variant} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
                 + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
                 + f'max rel diff {result.max_rel_diff:.1e}, export {result.seconds:.0f} s')
-            if variant == 'end_to_end' and kind == 'two-stage':
-                # the box and mask heads run on XNNPACK inside the end-to-end graph: timed alone
-                heads = RoIHeads(module.module.post)
+        if 'mask-rcnn' in label or kind == 'two-stage':
+            # the box and mask heads run on XNNPACK inside the end-to-end graph: timed alone
+            folder = osp.join(out_dir, 'models', 'end_to_end')
+            if target is None:
+                target = build_target(config, size)
+                kind = target.kind
+            if kind == 'two-stage':
+                heads = RoIHeads(end_to_end(target, config=config).module.post).eval()
                 heads_input = heads.example()
-                heads_result = export(Target(f'{label}_roi_heads', heads.eval(), tuple(size)), fmt, folder,
-                                      example=heads_input)
-                paths['heads'] = heads_result.path
+                path = export_path(f'{label}_roi_heads', fmt, size, folder)
+                if not (reuse and osp.exists(path)):
+                    path = export(Target(f'{label}_roi_heads', heads, tuple(size)), fmt, folder,
+                                  example=heads_input).path
+                paths['heads'] = path
+                del heads
+            target = None  # the eager models are not needed for timing
         for n_threads in threads:
             runners = {'raw': _call(fmt, paths['raw'], x, n_threads),
                        'end_to_end': _call(fmt, paths['end_to_end'], image, n_threads)}
             stats = time_interleaved(runners, seconds * 2)
             t = EndToEndTiming(label, kind or 'unknown', fmt, n_threads, tuple(size), stats['raw'][0],
                                stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]))
+            del runners  # an end-to-end Mask R-CNN at 640x640 plans about 15 GB: free it first
             if 'heads' in paths:
                 t.delegated_post_ms = time_interleaved({'heads': _call(fmt, paths['heads'], heads_input, n_threads)},
                                                        seconds)['heads'][0]
