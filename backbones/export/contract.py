@@ -85,6 +85,20 @@ class EndToEndDetector(EndToEnd):
         return self.post(list(outputs[:n]), list(outputs[n:]))
 
 
+class EndToEndMaskRCNN(EndToEnd):
+    """uint8 image -> ``(boxes, scores, labels, masks)``: network, proposals, RoIAlign, box
+    head, NMS, mask head and mask pasting in one graph (:mod:`.two_stage`)."""
+
+    def __init__(self, image_input: ImageInput, dense: DenseDetector, post: nn.Module) -> None:
+        super().__init__(image_input, dense)
+        self.post = post
+
+    def forward(self, image: torch.Tensor):
+        outputs = self.network(self.image_input(image))
+        n = len(outputs) // 3  # FPN features, RPN scores, RPN deltas
+        return self.post(list(outputs[:n]), list(outputs[n:2 * n]), list(outputs[2 * n:]))
+
+
 class EndToEndSegmentor(EndToEnd):
     """uint8 image -> ``seg_map`` uint8 ``[1, H, W]``, the argmax class after the resize."""
 
@@ -123,9 +137,9 @@ def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optiona
         module = EndToEndSegmentor(image_input, target.module)
         score_thr = None
     elif target.kind == 'two-stage':
-        from .two_stage import end_to_end_mask_rcnn
-        module = end_to_end_mask_rcnn(target, image_input, candidates, iterations)
-        post = module.post
+        from .two_stage import MaskRCNNPostprocess, featmap_sizes
+        post = MaskRCNNPostprocess(model, (h, w), featmap_sizes(target.module, (h, w)), candidates, iterations)
+        module = EndToEndMaskRCNN(image_input, target.module, post)
         score_thr = post.score_thr
     else:
         with torch.no_grad():

@@ -362,28 +362,3 @@ def featmap_sizes(dense: nn.Module, size: Tuple[int, int]) -> List[Tuple[int, in
     levels = len(outs) // 3
     return [tuple(o.shape[-2:]) for o in outs[:levels]]
 
-
-def end_to_end_mask_rcnn(target, image_input: nn.Module, candidates: int = 1000, iterations: int = 32):
-    """The end-to-end module of a ``two-stage`` target: :class:`EndToEndMaskRCNN`."""
-    sizes = featmap_sizes(target.module, target.size)
-    post = MaskRCNNPostprocess(target.full_model, target.size, sizes, candidates, iterations)
-    return EndToEndMaskRCNN(image_input, target.module, post)
-
-
-def _end_to_end_base():
-    from .contract import EndToEnd
-    return EndToEnd
-
-
-class EndToEndMaskRCNN(_end_to_end_base()):
-    """uint8 image -> ``(boxes, scores, labels, masks)``: network, proposals, RoIAlign, box
-    head, NMS, mask head and mask pasting in one graph (:mod:`.two_stage`)."""
-
-    def __init__(self, image_input: nn.Module, dense: nn.Module, post: MaskRCNNPostprocess) -> None:
-        super().__init__(image_input, dense)
-        self.post = post
-
-    def forward(self, image: torch.Tensor):
-        outputs = self.network(self.image_input(image))
-        n = len(outputs) // 3
-        return self.post(list(outputs[:n]), list(outputs[n:2 * n]), list(outputs[2 * n:]))
