@@ -21,7 +21,8 @@ about 10 minutes on 2 cores) and writes them to tools/results/profile_HxW.{md,js
 --end-to-end times detector / segmentor configs exported end to end (uint8 image in; decoding
 and NMS, or the argmax, in the graph) beside their raw networks, and reports what the
 post-processing costs. Without models it takes RetinaNet at 640x640 and Semantic FPN at
-512x512 for EdgeViT-XXS and EfficientFormerV2-S0 (ExecuTorch fp32, 1 thread):
+512x512 for EdgeViT-XXS and EfficientFormerV2-S0, and Mask R-CNN EfficientFormerV2-S0 at
+640x640 (ExecuTorch fp32, 1 thread):
 
     python tools/benchmark.py --end-to-end
 """
@@ -38,6 +39,7 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 END_TO_END_DEFAULTS = (
     ('detection/retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py', (640, 640)),
     ('detection/retinanet_efficientformerv2-s0_fpn_8xb2-1x_coco.py', (640, 640)),
+    ('detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py', (640, 640)),
     ('segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py', (512, 512)),
     ('segmentation/fpn_efficientformerv2-s0_8xb4-40k_ade20k-512x512.py', (512, 512)),
 )
@@ -61,7 +63,9 @@ def end_to_end_main(args, machine) -> int:
     print('\n' + table)
     write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
     write_json(os.path.join(args.out_dir, 'end_to_end.json'),
-               dict(machine=machine, timings=[dict(vars(t), post_ms=t.post_ms, post_share=t.post_share)
+               dict(machine=machine, timings=[dict(vars(t), post_ms=t.post_ms, post_share=t.post_share,
+                                                   outside_xnnpack_ms=t.outside_xnnpack_ms,
+                                                   outside_xnnpack_share=t.outside_xnnpack_share)
                                               for t in timings]), indent=2)
     return 0
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Export a backbone, a Semantic FPN segmentor, or the dense part of a RetinaNet / Mask R-CNN
-to mobile runtimes, and check each export against eager PyTorch.
+"""Export a backbone, a Semantic FPN segmentor, a RetinaNet or a Mask R-CNN to mobile runtimes,
+and check each export against eager PyTorch.
 
     python tools/export.py efficientformerv2_s0 --size 224 224 --formats executorch onnx coreml
     python tools/export.py configs/segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py --size 512 512
@@ -12,10 +12,12 @@ image input for backbones and end-to-end models, int32 labels / seg_map, metadat
 package; converted and inspected here, prediction needs macOS), tflite (litert-torch, the
 [tflite] extra). Each export prints its file size,
 the fraction of operators delegated (ExecuTorch) and the largest difference from eager.
-RetinaNet and Semantic FPN export end to end by default: uint8 RGB image [1, H, W, 3] in;
-boxes / scores / labels (decoding and NMS in the graph) or seg_map out; metadata in the file
-(ONNX, Core ML) or in <name>.json beside a .pte. --raw exports the raw network outputs instead;
-Mask R-CNN always does (its RoI stages run on the host: backbones.export.targets).
+RetinaNet, Mask R-CNN and Semantic FPN export end to end by default: uint8 RGB image
+[1, H, W, 3] in; boxes / scores / labels (decoding and NMS in the graph), for Mask R-CNN also
+masks uint8 [K, H, W] (proposals, RoIAlign, box and mask heads, NMS and mask pasting in the
+graph: backbones.export.two_stage), or seg_map out; metadata in the file (ONNX, Core ML) or in
+<name>.json beside a .pte. --raw exports the raw network outputs instead (Mask R-CNN: FPN
+features and RPN outputs, the RoI stages then run on the host: backbones.export.targets).
 Without --checkpoint the weights are random (a warning says so); existing files are kept
 unless --force; a format that fails is reported and the exit status is non-zero.
 """
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
         return 2
     if args.model.endswith('.py') and not args.checkpoint and not _config_loads_weights(target):
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
-    if not args.raw and target.kind in ('retinanet', 'segmentor'):
+    if not args.raw and target.kind in ('retinanet', 'two-stage', 'segmentor'):
         target = end_to_end(target, config=args.model, checkpoint=args.checkpoint)
     calibration = calibration_images(args.calib, tuple(args.size), uint8=target.takes_images) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)

@@ -3,7 +3,8 @@
 Input ``image``: uint8 ``[1, H, W, 3]``, RGB, at the export size; layout, colour order and the
 config's normalisation are inside the graph. Outputs: RetinaNet ``boxes`` float32 ``[K, 4]``
 (x1, y1, x2, y2 in input pixels), ``scores`` float32 ``[K]``, ``labels`` int64 ``[K]``
-(K = ``max_per_img``; rows past the detections have score 0 and label -1); Semantic FPN
+(K = ``max_per_img``; rows past the detections have score 0 and label -1); Mask R-CNN the same
+plus ``masks`` uint8 ``[K, H, W]`` (0 / 1, zero past the detections; :mod:`.two_stage`); Semantic FPN
 ``seg_map`` uint8 ``[1, H, W]``. :func:`metadata` is what every artifact carries.
 """
 from __future__ import annotations
@@ -84,6 +85,20 @@ class EndToEndDetector(EndToEnd):
         return self.post(list(outputs[:n]), list(outputs[n:]))
 
 
+class EndToEndMaskRCNN(EndToEnd):
+    """uint8 image -> ``(boxes, scores, labels, masks)``: network, proposals, RoIAlign, box
+    head, NMS, mask head and mask pasting in one graph (:mod:`.two_stage`)."""
+
+    def __init__(self, image_input: ImageInput, dense: DenseDetector, post: nn.Module) -> None:
+        super().__init__(image_input, dense)
+        self.post = post
+
+    def forward(self, image: torch.Tensor):
+        outputs = self.network(self.image_input(image))
+        n = len(outputs) // 3  # FPN features, RPN scores, RPN deltas
+        return self.post(list(outputs[:n]), list(outputs[n:2 * n]), list(outputs[2 * n:]))
+
+
 class EndToEndSegmentor(EndToEnd):
     """uint8 image -> ``seg_map`` uint8 ``[1, H, W]``, the argmax class after the resize."""
 
@@ -91,7 +106,8 @@ class EndToEndSegmentor(EndToEnd):
         return self.network(self.image_input(image)).argmax(1).to(torch.uint8)
 
 
-OUTPUT_NAMES = {'retinanet': ['boxes', 'scores', 'labels'], 'segmentor': ['seg_map']}
+OUTPUT_NAMES = {'retinanet': ['boxes', 'scores', 'labels'], 'segmentor': ['seg_map'],
+                'two-stage': ['boxes', 'scores', 'labels', 'masks']}
 
 
 def class_names(model: nn.Module, kind: str) -> Tuple[str, ...]:
@@ -107,8 +123,9 @@ def class_names(model: nn.Module, kind: str) -> Tuple[str, ...]:
 
 
 def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optional[str] = None) -> Target:
-    """The end-to-end version of a ``retinanet`` or ``segmentor`` target (same name and size):
-    uint8 image in, boxes / scores / labels or seg_map out, with its metadata in ``meta``."""
+    """The end-to-end version of a ``retinanet``, ``two-stage`` (Mask R-CNN) or ``segmentor``
+    target (same name and size): uint8 image in, boxes / scores / labels (and masks) or seg_map
+    out, with its metadata in ``meta``."""
     model = target.full_model
     if target.kind not in OUTPUT_NAMES:
         raise NotImplementedError(f'{target.kind} targets have no end-to-end export yet (use --raw)')
@@ -118,6 +135,11 @@ def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optiona
     if target.kind == 'segmentor':
         module = EndToEndSegmentor(image_input, target.module)
         score_thr = None
+    elif target.kind == 'two-stage':
+        from .two_stage import MaskRCNNPostprocess, featmap_sizes
+        post = MaskRCNNPostprocess(model, (h, w), featmap_sizes(target.module, (h, w)))
+        module = EndToEndMaskRCNN(image_input, target.module, post)
+        score_thr = post.score_thr
     else:
         with torch.no_grad():
             outs = target.module(torch.zeros(1, 3, h, w))
@@ -129,6 +151,10 @@ def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optiona
                     config=config, checkpoint=checkpoint)
     if target.kind == 'retinanet':
         meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates)
+    elif target.kind == 'two-stage':
+        meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates,
+                    proposal_nms_iterations=post.rpn.iterations, proposals=post.rpn.count, proposal_iou_threshold=post.rpn.iou_threshold,
+                    mask_threshold=post.mask_threshold)
     return Target(target.name, module.eval(), target.size, model, target.kind, meta=meta,
                   example=torch.zeros(1, h, w, 3, dtype=torch.uint8))
 
@@ -143,7 +169,7 @@ def metadata(kind: str, classes: Sequence[str], size: Tuple[int, int], mean: Seq
         package_version = version('edgeformers')
     except PackageNotFoundError:
         package_version = 'unknown'
-    return dict(task='detection' if kind == 'retinanet' else 'segmentation', classes=list(classes),
+    return dict(task='segmentation' if kind == 'segmentor' else 'detection', classes=list(classes),
                 input_name='image', input_size=[int(size[0]), int(size[1])], input_layout='NHWC',
                 input_dtype='uint8', color_order='RGB', mean=list(mean), std=list(std), score_threshold=score_thr,
                 outputs=OUTPUT_NAMES[kind], config=config, checkpoint=checkpoint or None,

@@ -53,8 +53,10 @@ def compare(eager: Sequence[torch.Tensor], exported: Sequence[torch.Tensor]) -> 
     """Max absolute difference, and max difference relative to each output's largest value."""
     abs_diff = rel_diff = 0.0
     for a, b in zip(eager, exported):
-        b = torch.as_tensor(b).reshape(a.shape).to(a.dtype)
-        d = (a - b).abs().max().item()
+        # in float64: integer outputs (labels, uint8 masks / seg_map) must not wrap around
+        a = a.to(torch.float64)
+        b = torch.as_tensor(b).reshape(a.shape).to(torch.float64)
+        d = (a - b).abs().max().item() if a.numel() else 0.0
         abs_diff = max(abs_diff, d)
         rel_diff = max(rel_diff, d / max(a.abs().max().item(), 1e-12))
     return abs_diff, rel_diff

@@ -1,9 +1,10 @@
 """What is exported: a backbone alone, a Semantic FPN segmentor (image -> per-pixel class
 logits at the input size), RetinaNet (backbone + neck + head -> raw class scores and box
 deltas per level) and Mask R-CNN (backbone + neck + RPN -> FPN features and RPN scores /
-deltas). What does not belong in a mobile graph (anchor decoding, NMS, RoI stages) runs on
-the host: :func:`retinanet_postprocess` and :func:`mask_rcnn_postprocess` turn the exported
-outputs into mmdet ``DetDataSample`` predictions with mmdet's own heads.
+deltas). These are the ``--raw`` exports: the end-to-end ones (:mod:`.contract`,
+:mod:`.postprocess`, :mod:`.two_stage`) put decoding, NMS and the RoI stages in the graph; for
+raw exports :func:`retinanet_postprocess` and :func:`mask_rcnn_postprocess` turn the outputs
+into mmdet ``DetDataSample`` predictions on the host with mmdet's own heads.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class DenseDetector(nn.Module):
     """The mobile part of an mmdet detector: backbone + neck + dense head outputs.
 
     RetinaNet: ``(*cls_scores, *bbox_preds)``, one per FPN level. Two-stage detectors:
-    ``(*fpn_features, *rpn_cls_scores, *rpn_bbox_preds)``; the RoI stages run on the host.
+    ``(*fpn_features, *rpn_cls_scores, *rpn_bbox_preds)``; the RoI stages follow in the graph
+    (end to end, :mod:`.two_stage`) or on the host (``--raw``).
     """
 
     def __init__(self, detector: nn.Module) -> None:

@@ -1,0 +1,182 @@
+"""Mask R-CNN end to end (uint8 image in; boxes / scores / labels / masks out, proposals,
+RoIAlign, box and mask heads, NMS and mask pasting in the graph) equals mmdet's predict;
+the in-graph RoIAlign equals mmcv's ``roi_align``."""
+import pytest
+import torch
+
+from backbones.export.contract import end_to_end
+from backbones.export.prepare import prepare_for_export
+from backbones.export.targets import DenseDetector, Target
+from backbones.runtime.models import build_model_from_config
+
+from .test_end_to_end import DET, SIZE, _box_iou, _image, _mmdet_predict
+
+CONFIGS = ['mask-rcnn_edgevit-xxs_fpn_8xb2-1x_coco.py', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py']
+
+
+def mask_rcnn(config, seed=0):
+    """A Mask R-CNN with random weights tuned so that many proposals and detections survive:
+    objectness above 0.5 for most anchors, class logits spread well above the background's
+    (hundreds of (proposal, class) pairs over ``score_thr``, NMS has plenty to suppress), mask
+    logits spread so that masks are neither empty nor full."""
+    torch.manual_seed(seed)
+    model, _ = build_model_from_config(str(DET / config))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.rpn_head.rpn_cls.bias.fill_(1.0)
+        fc = model.roi_head.bbox_head.fc_cls
+        fc.bias.copy_(torch.randn(fc.bias.shape, generator=g))
+        fc.bias[-1] = -3.0
+        logits = model.roi_head.mask_head.conv_logits
+        logits.weight.mul_(8.0)
+        logits.bias.fill_(0.5)
+    model.eval()
+    target = Target(config[:-3], DenseDetector(prepare_for_export(model, SIZE)).eval(), SIZE, model, 'two-stage')
+    return model, end_to_end(target)
+
+
+def _mask_iou(a, b):
+    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def check_instances(outputs, expected):
+    """One to one: each detection matches an expected one with the same label, box IoU >= 0.99,
+    score within 1e-3, and mask IoU >= 0.95; padding rows empty. Returns
+    (count, min box IoU, max score difference, min mask IoU, mean mask IoU)."""
+    boxes, scores, labels, masks = [torch.as_tensor(o) for o in outputs]
+    k = int((labels >= 0).sum())
+    assert k == len(expected) > 0
+    assert masks.dtype == torch.uint8 and masks.shape == (len(labels), *expected.masks.shape[1:])
+    ious = _box_iou(boxes[:k, None].expand(-1, k, -1).reshape(-1, 4),
+                    expected.bboxes[None].expand(k, -1, -1).reshape(-1, 4)).reshape(k, k)
+    diffs = (scores[:k, None] - expected.scores[None]).abs()
+    ok = (labels[:k, None].long() == expected.labels[None]) & (ious >= 0.99) & (diffs <= 1e-3)
+    taken = torch.zeros(k, dtype=torch.bool)
+    box_iou, score_diff, mask_ious = 1.0, 0.0, []
+    for i in range(k):
+        candidates = torch.nonzero(ok[i] & ~taken)[:, 0]
+        assert len(candidates), f'detection {i} has no match'
+        j = candidates[diffs[i, candidates].argmin()]
+        taken[j] = True
+        box_iou, score_diff = min(box_iou, ious[i, j].item()), max(score_diff, diffs[i, j].item())
+        mask_ious.append(_mask_iou(masks[i], expected.masks[j]))
+    assert min(mask_ious) >= 0.95, sorted(mask_ious)[:5]
+    assert (scores[k:] == 0).all() and (labels[k:] == -1).all() and (masks[k:] == 0).all()
+    assert (boxes[k:] == 0).all()
+    return k, box_iou, score_diff, min(mask_ious), sum(mask_ious) / k
+
+
+def _mask_fill(expected):
+    return expected.masks.float().mean((1, 2))
+
+
+SEED = 1
+
+
+def _rois(size, n=64, seed=0):
+    """Boxes inside the image of every kind the levels see: tiny, square, thin (both ways),
+    the whole image, touching the borders."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    x1 = torch.rand(n, generator=g) * w
+    y1 = torch.rand(n, generator=g) * h
+    bw = torch.rand(n, generator=g) ** 2 * w
+    bh = torch.rand(n, generator=g) ** 2 * h
+    boxes = torch.stack([x1, y1, (x1 + bw).clamp(max=w), (y1 + bh).clamp(max=h)], 1)
+    fixed = torch.tensor([[0, 0, w, h], [0, 0, 1, 1], [w - 2, h - 2, w, h], [0, 10, w, 13], [10, 0, 12, h],
+                          [3.3, 4.7, 9.1, 8.2], [0, 0, 0, 0], [5, 5, 5, 9], [20, 30, 76, 86], [1, 2, 113, 114.5],
+                          [0, 0, 400, 500], [7, 9, 230, 250], [w - 300, h - 300, w, h], [0, h - 3, w, h]],
+                         dtype=torch.float32)
+    return torch.cat([boxes, fixed])
+
+
+@pytest.mark.parametrize('extractor', ['bbox_roi_extractor', 'mask_roi_extractor'])
+def test_roi_align_equals_mmcv(extractor):
+    """The gather-based multi-level RoIAlign equals mmdet's SingleRoIExtractor with mmcv's
+    roi_align (adaptive sampling grid, aligned) on every level, for RoIs of all sizes and shapes."""
+    pytest.importorskip('mmcv.ops')
+    from mmdet.structures.bbox import bbox2roi
+    from backbones.export.two_stage import MultiLevelRoIAlign
+    model, _ = build_model_from_config(str(DET / CONFIGS[0]))
+    layer = getattr(model.roi_head, extractor)
+    size = (512, 640)  # large enough for RoIs on every level (sqrt(area) >= 448 on the top one)
+    sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
+    g = torch.Generator().manual_seed(3)
+    feats = [torch.randn(1, layer.out_channels, h, w, generator=g) for h, w in sizes]
+    rois = _rois(size)
+    ours = MultiLevelRoIAlign(layer, size, sizes)
+    assert ours.samples > 1
+    expected = layer(tuple(feats), bbox2roi([rois]))
+    got = ours(feats, rois)
+    levels = ours.levels(rois)
+    assert set(levels.tolist()) == set(range(len(sizes)))  # every level is exercised
+    assert torch.equal(levels, layer.map_roi_levels(bbox2roi([rois]), len(sizes)))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_samples_bound():
+    """The adaptive grid's bound: on levels below the top a RoI has fewer than 28 x 28 cells."""
+    from backbones.export.two_stage import samples_bound
+    # one level of 32 x 40 cells: at most 5 x 6 samples per bin, but not both (area)
+    assert samples_bound((7, 7), [(32, 40)], [784]) == 25
+    assert samples_bound((7, 7), [(32, 40)], [float('inf')]) == 30
+    assert samples_bound((14, 14), [(4, 5)], [float('inf')]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', CONFIGS)
+def test_mask_rcnn_end_to_end_eager_equals_mmdet_predict(config):
+    model, target = mask_rcnn(config, SEED)
+    image = _image()
+    expected = _mmdet_predict(model, image)
+    with torch.no_grad():
+        outputs = target.module(image)
+    assert [tuple(o.shape) for o in outputs] == [(100, 4), (100,), (100,), (100, *SIZE)]
+    print(config, 'eager', check_instances(outputs, expected))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
+@pytest.mark.parametrize('config', CONFIGS)
+def test_mask_rcnn_end_to_end_export_equals_mmdet_predict(config, fmt, tmp_path):
+    pytest.importorskip('executorch' if fmt == 'executorch' else 'onnxruntime')
+    from backbones.export.contract import export_end_to_end, read_metadata
+    from backbones.export.formats import run_exported
+    model, target = mask_rcnn(config, SEED)
+    target.meta['config'] = config
+    image = _image()
+    result = export_end_to_end(target, fmt, str(tmp_path), example=image)
+    outputs = run_exported(result.path, image)
+    assert [tuple(o.shape) for o in outputs] == [(100, 4), (100,), (100,), (100, *SIZE)]
+    assert [o.dtype for o in outputs] == [torch.float32, torch.float32, torch.int64, torch.uint8]
+    count, box_iou, score_diff, mask_iou, mean_mask_iou = check_instances(outputs, _mmdet_predict(model, image))
+    print(f'{config} {fmt}: {count} detections, min box IoU {box_iou:.5f}, max score diff {score_diff:.1e}, '
+          f'min mask IoU {mask_iou:.4f} (mean {mean_mask_iou:.5f}); ' + result.describe())
+    meta = read_metadata(result.path)
+    assert meta['task'] == 'detection' and meta['outputs'] == ['boxes', 'scores', 'labels', 'masks']
+    assert meta['proposals'] == 1000 and meta['mask_threshold'] == 0.5 and meta['score_threshold'] == 0.05
+    if fmt == 'onnx':
+        import onnx
+        assert [o.name for o in onnx.load(result.path).graph.output] == ['boxes', 'scores', 'labels', 'masks']
+        _runner_draws_masks(result.path, tmp_path)
+    else:
+        assert 'aten.convolution.default' not in result.not_delegated
+
+
+def _runner_draws_masks(path, tmp_path):
+    """tools/run_exported.py on the real export: an image twice the export size (letterboxed)
+    gets masks at its own size, drawn onto the picture."""
+    import numpy as np
+    from backbones.demo.exported import load_runner
+    runner = load_runner()
+    model = runner.load_model(path)
+    image = np.random.default_rng(0).integers(0, 256, (2 * SIZE[0], 2 * SIZE[1], 3), dtype=np.uint8)
+    result = runner.predict(model, image)
+    assert len(result['labels']) > 0
+    assert result['masks'].shape == (len(result['labels']), *image.shape[:2]) and result['masks'].dtype == np.uint8
+    assert result['masks'].any()
+    canvas = runner.draw(image, result, model.meta)
+    assert np.asarray(canvas).shape[:2] == image.shape[:2]
+    assert (np.asarray(canvas)[..., :3] != image).any()
