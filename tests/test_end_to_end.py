@@ -109,29 +109,36 @@ def _box_iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
+def match_detections(boxes, scores, labels, expected):
+    """Match each detection one to one with an expected one of the same label, box IoU >= 0.99
+    and score within 1e-3 (near-tied scores, 1e-6 apart after XNNPACK's arithmetic, may swap
+    places). Returns (pairs (i, j), min IoU, max score difference)."""
+    k = len(labels)
+    ious = _box_iou(boxes[:, None].expand(-1, k, -1).reshape(-1, 4),
+                    expected.bboxes[None].expand(k, -1, -1).reshape(-1, 4)).reshape(k, k)
+    diffs = (scores[:, None] - expected.scores[None]).abs()
+    ok = (labels[:, None].long() == expected.labels[None]) & (ious >= 0.99) & (diffs <= 1e-3)
+    taken = torch.zeros(k, dtype=torch.bool)
+    pairs, iou, score_diff = [], 1.0, 0.0
+    for i in range(k):
+        candidates = torch.nonzero(ok[i] & ~taken)[:, 0]
+        assert len(candidates), f'detection {i} has no match'
+        j = int(candidates[diffs[i, candidates].argmin()])
+        taken[j] = True
+        pairs.append((i, j))
+        iou, score_diff = min(iou, ious[i, j].item()), max(score_diff, diffs[i, j].item())
+    return pairs, iou, score_diff
+
+
 def check_detections(outputs, expected):
     """Same count, equal labels, box IoU >= 0.99, scores within 1e-3; padding rows empty.
     Returns (count, min IoU, max score difference)."""
     boxes, scores, labels = [torch.as_tensor(o) for o in outputs]
     k = int((labels >= 0).sum())
     assert k == len(expected) > 0
-    # one-to-one: each detection matches an expected one of the same label, box IoU >= 0.99,
-    # score within 1e-3 (near-tied scores, 1e-6 apart after XNNPACK's arithmetic, may swap places)
-    ious = _box_iou(boxes[:k, None].expand(-1, k, -1).reshape(-1, 4),
-                    expected.bboxes[None].expand(k, -1, -1).reshape(-1, 4)).reshape(k, k)
-    diffs = (scores[:k, None] - expected.scores[None]).abs()
-    ok = (labels[:k, None].long() == expected.labels[None]) & (ious >= 0.99) & (diffs <= 1e-3)
-    taken = torch.zeros(k, dtype=torch.bool)
-    iou, score_diff = 1.0, 0.0
-    for i in range(k):
-        candidates = torch.nonzero(ok[i] & ~taken)[:, 0]
-        assert len(candidates), f'detection {i} has no match'
-        j = candidates[diffs[i, candidates].argmin()]
-        taken[j] = True
-        iou, score_diff = min(iou, ious[i, j].item()), max(score_diff, diffs[i, j].item())
-    iou = torch.tensor(iou)
+    pairs, iou, score_diff = match_detections(boxes[:k], scores[:k], labels[:k], expected)
     assert (scores[k:] == 0).all() and (labels[k:] == -1).all()
-    return k, iou.min().item(), score_diff
+    return k, iou, score_diff
 
 
 @pytest.mark.parametrize('config', ['retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py',

@@ -9,7 +9,7 @@ from backbones.export.prepare import prepare_for_export
 from backbones.export.targets import DenseDetector, Target
 from backbones.runtime.models import build_model_from_config
 
-from .test_end_to_end import DET, SIZE, _box_iou, _image, _mmdet_predict
+from .test_end_to_end import DET, SIZE, _image, _mmdet_predict, match_detections
 
 CONFIGS = ['mask-rcnn_edgevit-xxs_fpn_8xb2-1x_coco.py', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py']
 
@@ -49,19 +49,8 @@ def check_instances(outputs, expected):
     k = int((labels >= 0).sum())
     assert k == len(expected) > 0
     assert masks.dtype == torch.uint8 and masks.shape == (len(labels), *expected.masks.shape[1:])
-    ious = _box_iou(boxes[:k, None].expand(-1, k, -1).reshape(-1, 4),
-                    expected.bboxes[None].expand(k, -1, -1).reshape(-1, 4)).reshape(k, k)
-    diffs = (scores[:k, None] - expected.scores[None]).abs()
-    ok = (labels[:k, None].long() == expected.labels[None]) & (ious >= 0.99) & (diffs <= 1e-3)
-    taken = torch.zeros(k, dtype=torch.bool)
-    box_iou, score_diff, mask_ious = 1.0, 0.0, []
-    for i in range(k):
-        candidates = torch.nonzero(ok[i] & ~taken)[:, 0]
-        assert len(candidates), f'detection {i} has no match'
-        j = candidates[diffs[i, candidates].argmin()]
-        taken[j] = True
-        box_iou, score_diff = min(box_iou, ious[i, j].item()), max(score_diff, diffs[i, j].item())
-        mask_ious.append(_mask_iou(masks[i], expected.masks[j]))
+    pairs, box_iou, score_diff = match_detections(boxes[:k], scores[:k], labels[:k], expected)
+    mask_ious = [_mask_iou(masks[i], expected.masks[j]) for i, j in pairs]
     assert min(mask_ious) >= 0.95, sorted(mask_ious)[:5]
     assert (scores[k:] == 0).all() and (labels[k:] == -1).all() and (masks[k:] == 0).all()
     assert (boxes[k:] == 0).all()
