@@ -127,12 +127,8 @@ def timed_formats():
 
 
 def _call(fmt: str, path: str, x: torch.Tensor, threads: int, clone_outputs: bool = False) -> Callable[[], object]:
-    spec = get_format(fmt)
-    # ExecuTorch: time the runtime, not the Python bindings' output clones (module docstring)
-    if spec.module == 'executorch':
-        run = spec.runner(path, threads, clone_outputs=clone_outputs)
-    else:
-        run = spec.runner(path, threads)
+    # time the runtime, not the Python bindings' output clones (module docstring)
+    run = get_format(fmt).runner(path, threads, clone_outputs=clone_outputs)
     return lambda: run(x)
 
 
@@ -349,8 +345,8 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
     results: List[EndToEndTiming] = []
     for config in configs:
         label = target_name(config)
-        paths, kind = {}, None
-        target = None
+        target = build_target(config, size)  # its kind, and the model to export
+        kind, paths = target.kind, {}
         for variant, example in (('raw', x), ('end_to_end', image)):
             folder = osp.join(out_dir, 'models', variant)
             path = export_path(label, fmt, size, folder)
@@ -358,37 +354,29 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
                 paths[variant] = path
                 log(f'reusing {path}')
                 continue
-            if target is None:
-                target = build_target(config, size)
-                kind = target.kind
             module = target if variant == 'raw' else end_to_end(target, config=config)
             result = export(module, fmt, folder, example=example)
             paths[variant] = result.path
             log(f'exported {label} {variant} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
                 + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
                 + f'max rel diff {result.max_rel_diff:.1e}, export {result.seconds:.0f} s')
-        if 'mask-rcnn' in label or kind == 'two-stage':
+        if kind == 'two-stage':
             # the box and mask heads run on XNNPACK inside the end-to-end graph: timed alone
             folder = osp.join(out_dir, 'models', 'end_to_end')
-            if target is None:
-                target = build_target(config, size)
-                kind = target.kind
-            if kind == 'two-stage':
-                heads = RoIHeads(end_to_end(target, config=config).module.post).eval()
-                heads_input = heads.example()
-                path = export_path(f'{label}_roi_heads', fmt, size, folder)
-                if not (reuse and osp.exists(path)):
-                    path = export(Target(f'{label}_roi_heads', heads, tuple(size)), fmt, folder,
-                                  example=heads_input).path
-                paths['heads'] = path
-                del heads
-            target = None  # the eager models are not needed for timing
+            heads = RoIHeads(end_to_end(target, config=config).module.post).eval()
+            heads_input = heads.example()
+            path = export_path(f'{label}_roi_heads', fmt, size, folder)
+            if not (reuse and osp.exists(path)):
+                path = export(Target(f'{label}_roi_heads', heads, tuple(size)), fmt, folder, example=heads_input).path
+            paths['heads'] = path
+            del heads
+        del target  # the eager models are not needed for timing
         for n_threads in threads:
             runners = {'raw': _call(fmt, paths['raw'], x, n_threads),
                        'end_to_end': _call(fmt, paths['end_to_end'], image, n_threads)}
             with host_threads(torch_threads):
                 stats = time_interleaved(runners, seconds * 2)
-            t = EndToEndTiming(label, kind or 'unknown', fmt, n_threads, tuple(size), stats['raw'][0],
+            t = EndToEndTiming(label, kind, fmt, n_threads, tuple(size), stats['raw'][0],
                                stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]))
             del runners  # an end-to-end Mask R-CNN at 640x640 plans about 15 GB: free it first
             if 'heads' in paths:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .formats import file_size, get_format, require
-from .targets import IMAGENET_MEAN, IMAGENET_STD, Target  # noqa: F401  (IMAGENET_*: here too)
+from .targets import IMAGENET_MEAN, IMAGENET_STD, Target
 
 
 @dataclass

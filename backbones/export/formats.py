@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from ..fileio import atomic_path, atomic_write
 
-#: runs an exported file: ``runner(path, threads)`` -> ``fn(x) -> list of output tensors``
+#: runs an exported file: ``runner(path, threads, clone_outputs=True)`` -> ``fn(x) -> list of output
+#: tensors``; ``clone_outputs=False`` may return the runtime's own buffers (timing)
 Runner = Callable[[str, Optional[int]], Callable[[torch.Tensor], List[torch.Tensor]]]
 
 
@@ -135,7 +136,8 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: str) -> Written:
     return Written()
 
 
-def onnx_runner(path: str, threads: Optional[int] = None):
+def onnx_runner(path: str, threads: Optional[int] = None, clone_outputs: bool = True):
+    """``clone_outputs``: onnxruntime returns new arrays on every call either way."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:

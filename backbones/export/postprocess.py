@@ -41,18 +41,22 @@ import torch
 import torch.nn as nn
 
 
-def suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """``S[j, i]``: box ``j`` (ranked before ``i``) suppresses box ``i``; boxes sorted by score.
-    IoU as mmcv's CPU ``nms`` computes it (offset 0)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    areas = (x2 - x1) * (y2 - y1)
-    w = (torch.minimum(x2[:, None], x2[None, :]) - torch.maximum(x1[:, None], x1[None, :])).clamp(min=0)
-    h = (torch.minimum(y2[:, None], y2[None, :]) - torch.maximum(y1[:, None], y1[None, :])).clamp(min=0)
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU ``[M, N]`` of boxes ``a [M, 4]`` and ``b [N, 4]`` as mmcv's CPU ``nms`` computes it
+    (offset 0)."""
+    ax1, ay1, ax2, ay2 = a[:, None, :].unbind(-1)
+    bx1, by1, bx2, by2 = b[None, :, :].unbind(-1)
+    w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
+    h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
     inter = w * h
-    iou = inter / (areas[:, None] + areas[None, :] - inter)
+    return inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
+
+
+def suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``S[j, i]``: box ``j`` (ranked before ``i``) suppresses box ``i``; boxes sorted by score."""
     n = boxes.shape[0]
     later = torch.ones(n, n, dtype=torch.bool).triu(1)
-    return (iou > iou_threshold) & later
+    return (box_iou(boxes, boxes) > iou_threshold) & later
 
 
 def _step(keep: torch.Tensor, valid: torch.Tensor, suppress: torch.Tensor) -> torch.Tensor:
@@ -85,8 +89,6 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, i
     indices of the first ``steps`` boxes greedy NMS keeps, in its order (descending score);
     ``kept`` is false past the last one. IoU and the ``>`` test as mmcv's CPU ``nms``
     (offset 0); boxes need not be sorted; ``scores`` are probabilities (>= 0)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    areas = (x2 - x1) * (y2 - y1)
     position = torch.arange(boxes.shape[0], device=boxes.device)
     lowest = torch.full_like(scores, -1.0)
     remaining = valid
@@ -95,14 +97,24 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, i
         key = torch.where(remaining, scores, lowest)
         i = key.argmax().reshape(1)  # the first of equal scores
         kept.append(key.index_select(0, i) > -0.5)  # scores are probabilities (no bool gather: Core ML)
-        box = boxes.index_select(0, i)
-        w = (torch.minimum(x2, box[:, 2]) - torch.maximum(x1, box[:, 0])).clamp(min=0)
-        h = (torch.minimum(y2, box[:, 3]) - torch.maximum(y1, box[:, 1])).clamp(min=0)
-        inter = w * h
-        iou = inter / (areas + areas.index_select(0, i) - inter)
+        iou = box_iou(boxes.index_select(0, i), boxes)[0]
         remaining = remaining & ~(iou > iou_threshold) & (position != i)
         picks.append(i)
     return torch.cat(picks), torch.cat(kept)
+
+
+def register_priors(module: nn.Module, prior_generator, featmap_sizes: Sequence[Tuple[int, int]]) -> List[int]:
+    """The anchors of each level at the export size, as constant buffers ``priors{i}`` of
+    ``module``; returns the number of anchors per level."""
+    priors = prior_generator.grid_priors([tuple(s) for s in featmap_sizes], device='cpu')
+    for i, p in enumerate(priors):
+        module.register_buffer(f'priors{i}', p.float(), persistent=False)
+    return [p.shape[0] for p in priors]
+
+
+def large_enough(boxes: torch.Tensor, min_bbox_size: float) -> torch.Tensor:
+    """mmdet's ``min_bbox_size`` filter: width and height above it."""
+    return (boxes[:, 2] - boxes[:, 0] > min_bbox_size) & (boxes[:, 3] - boxes[:, 1] > min_bbox_size)
 
 
 class RetinaNetPostprocess(nn.Module):
@@ -130,11 +142,9 @@ class RetinaNetPostprocess(nn.Module):
             raise NotImplementedError(f'in-graph NMS reproduces class-wise hard NMS, not {nms}')
         self.iou_threshold = float(nms['iou_threshold'])
         self.max_per_img = int(cfg.max_per_img)
-        priors = head.prior_generator.grid_priors([tuple(s) for s in featmap_sizes], device='cpu')
-        self.num_levels = len(priors)
-        for i, p in enumerate(priors):
-            self.register_buffer(f'priors{i}', p.float(), persistent=False)
-        per_level = [p.shape[0] * self.num_classes for p in priors]
+        anchors = register_priors(self, head.prior_generator, featmap_sizes)
+        self.num_levels = len(anchors)
+        per_level = [n * self.num_classes for n in anchors]
         self.level_k = [n if self.nms_pre <= 0 else min(self.nms_pre, n) for n in per_level]
         self.candidates = sum(self.level_k)  # every level's nms_pre best pairs go into NMS
 
@@ -155,8 +165,7 @@ class RetinaNetPostprocess(nn.Module):
         boxes = self.coder.decode(torch.cat(priors), torch.cat(deltas), max_shape=self.size)
         valid = scores > self.score_thr
         if self.min_bbox_size >= 0:
-            valid = valid & (boxes[:, 2] - boxes[:, 0] > self.min_bbox_size) \
-                & (boxes[:, 3] - boxes[:, 1] > self.min_bbox_size)
+            valid = valid & large_enough(boxes, self.min_bbox_size)
         return select_detections(boxes, scores, labels, valid, self.iou_threshold, self.max_per_img)
 
 

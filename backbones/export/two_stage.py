@@ -36,7 +36,7 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .postprocess import fixed_point_nms, select_detections
+from .postprocess import fixed_point_nms, large_enough, register_priors, select_detections
 
 
 def decode(coder: nn.Module, priors: torch.Tensor, deltas: torch.Tensor, max_shape: Tuple[int, int]) -> torch.Tensor:
@@ -216,11 +216,9 @@ class RPNProposals(nn.Module):
         self.min_bbox_size = cfg.get('min_bbox_size', -1)
         self.iou_threshold = float(nms['iou_threshold'])
         self.iterations = iterations
-        priors = head.prior_generator.grid_priors([tuple(s) for s in featmap_sizes], device='cpu')
-        self.num_levels = len(priors)
-        for i, p in enumerate(priors):
-            self.register_buffer(f'priors{i}', p.float(), persistent=False)
-        self.level_k = [p.shape[0] if self.nms_pre <= 0 else min(self.nms_pre, p.shape[0]) for p in priors]
+        anchors = register_priors(self, head.prior_generator, featmap_sizes)
+        self.num_levels = len(anchors)
+        self.level_k = [n if self.nms_pre <= 0 else min(self.nms_pre, n) for n in anchors]
         self.count = min(int(cfg.max_per_img), sum(self.level_k))
 
     def forward(self, cls_scores: List[torch.Tensor], bbox_preds: List[torch.Tensor]):
@@ -236,7 +234,7 @@ class RPNProposals(nn.Module):
         score = torch.cat(scores)
         valid = torch.ones_like(score, dtype=torch.bool)
         if self.min_bbox_size >= 0:
-            valid = (boxes[:, 2] - boxes[:, 0] > self.min_bbox_size) & (boxes[:, 3] - boxes[:, 1] > self.min_bbox_size)
+            valid = large_enough(boxes, self.min_bbox_size)
         # mmcv's batched_nms with the level as the class: the same offset coordinates, but as
         # levels never overlap after the offset, each level's NMS runs on its boxes alone
         max_coordinate = torch.where(valid[:, None], boxes, torch.zeros_like(boxes)).max()
