@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..fileio import atomic_path, write_json
 from .postprocess import RetinaNetPostprocess
-from .targets import DenseDetector, SegmentorLogits, Target
+from .targets import DenseDetector, SegmentorLogits, Target, package_version
 
 
 def preprocessor_settings(model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...], bool]:
@@ -164,16 +164,11 @@ def metadata(kind: str, classes: Sequence[str], size: Tuple[int, int], mean: Seq
              checkpoint: Optional[str] = None) -> Dict[str, object]:
     """What every end-to-end artifact carries (ONNX metadata_props, Core ML user metadata,
     ``<name>.json`` beside a ``.pte``)."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        package_version = version('edgeformers')
-    except PackageNotFoundError:
-        package_version = 'unknown'
     return dict(task='segmentation' if kind == 'segmentor' else 'detection', classes=list(classes),
                 input_name='image', input_size=[int(size[0]), int(size[1])], input_layout='NHWC',
                 input_dtype='uint8', color_order='RGB', mean=list(mean), std=list(std), score_threshold=score_thr,
                 outputs=OUTPUT_NAMES[kind], config=config, checkpoint=checkpoint or None,
-                weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version)
+                weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version())
 
 
 # ---------------------------------------------------------------------------- artifacts

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..fileio import atomic_path
-from .targets import IMAGENET_MEAN, IMAGENET_STD, Target
+from .targets import IMAGENET_MEAN, IMAGENET_STD, Target, package_version
 
 # This module imports neither .contract nor .formats / .convert (which import it): it knows the
 # end-to-end modules of .contract by their parts (image_input, network, post).
@@ -141,17 +141,12 @@ def backbone_metadata(name: str, size: Tuple[int, int], mean: Sequence[float], s
                       num_outputs: int, checkpoint: Optional[str] = None) -> Dict[str, object]:
     """Metadata of a backbone package (the keys of :func:`.contract.metadata` that apply):
     the variant, its normalisation, feature maps out."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        package_version = version('edgeformers')
-    except PackageNotFoundError:
-        package_version = 'unknown'
     outputs = [f'feat{i}' for i in range(num_outputs)]
     return coreml_metadata(dict(
         task='backbone', model=name, input_name='image', input_size=[int(size[0]), int(size[1])],
         color_order='RGB', mean=list(mean), std=list(std), outputs=outputs,
         output_dtypes={o: 'float32' for o in outputs}, config=None, checkpoint=checkpoint or None,
-        weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version))
+        weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version()))
 
 
 #: coremltools converts integer floor division through float32, exact below 2^24

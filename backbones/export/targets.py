@@ -91,6 +91,15 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
+def package_version() -> str:
+    """The installed edgeformers version, or 'unknown' (a checkout that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version('edgeformers')
+    except PackageNotFoundError:
+        return 'unknown'
+
+
 def check_size(size: Sequence[int]) -> None:
     """Raise a ValueError naming the problem when ``size`` (H, W) cannot be exported."""
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
