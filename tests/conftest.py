@@ -58,10 +58,14 @@ def papers_text() -> str:
     return path.read_text()
 
 
+# at most 2 threads per test, and no more threads than cores across pytest-xdist's workers
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(_THREADS)
     yield
 
 

@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
 # Quick start, tests: set up the environment (first time only), then run the test suite.
-# Arguments go to pytest (e.g. -k parity, -x).
+# Arguments go to pytest (e.g. -k parity, -x, -m "not slow").
+# The suite runs in parallel processes (pytest-xdist), one per core up to EDGEFORMERS_TEST_WORKERS
+# (default: the cores, at most 4 and one per 6 GiB of memory); EDGEFORMERS_TEST_WORKERS=0 runs it
+# in this process.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/tools/setup.sh"
 cd "$ROOT"
-exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" -m pytest tests "$@"
+workers=${EDGEFORMERS_TEST_WORKERS:-}
+if [ -z "$workers" ]; then
+  cores=$(nproc 2>/dev/null || echo 1)
+  mem_gib=$(awk '/^MemTotal:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 6)
+  workers=$(( cores < 4 ? cores : 4 ))
+  by_mem=$(( mem_gib / 6 > 0 ? mem_gib / 6 : 1 ))
+  workers=$(( workers < by_mem ? workers : by_mem ))
+fi
+parallel=()
+if [ "$workers" -gt 1 ]; then
+  parallel=(-n "$workers" --dist worksteal)
+fi
+exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" -m pytest tests "${parallel[@]}" "$@"
