@@ -48,6 +48,23 @@ def test_fixed_point_nms_equals_greedy(seed):
     assert torch.equal(kept, expected[:len(kept)])
 
 
+def test_fixed_point_nms_solves_stacked_problems_independently():
+    """The RPN's levels, padded to one length and stacked, iterate together: each row's result
+    is the one it gets alone, and padding (invalid rows) suppresses nothing."""
+    rows, alone = [], []
+    for seed, n in ((0, 300), (1, 120), (2, 40)):
+        boxes, scores = _random_boxes(n, seed)
+        order = torch.argsort(scores, descending=True)
+        boxes = boxes[order]
+        valid = torch.ones(n, dtype=torch.bool)
+        alone.append(fixed_point_nms(boxes, valid, 0.7, 32)[0])
+        rows.append((torch.cat([boxes, torch.zeros(300 - n, 4)]), torch.cat([valid, torch.zeros(300 - n, dtype=torch.bool)])))
+    keep, settled = fixed_point_nms(torch.stack([b for b, _ in rows]), torch.stack([v for _, v in rows]), 0.7, 32)
+    assert settled.all()
+    for row, expected in zip(keep, alone):
+        assert torch.equal(row[:len(expected)], expected) and not row[len(expected):].any()
+
+
 @pytest.mark.parametrize('seed', range(4))
 def test_greedy_nms_equals_greedy_over_all_candidates(seed):
     """The unrolled greedy NMS RetinaNet exports: thousands of overlapping boxes of a few
@@ -92,13 +109,14 @@ def _image(seed=0):
     return torch.randint(0, 256, (1, *SIZE, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def _mmdet_predict(model, image):
+def _mmdet_predict(model, image, size=SIZE):
+    """mmdet's predict (the config's ``test_cfg``) on a uint8 ``[1, H, W, 3]`` RGB image of ``size``."""
     from mmdet.structures import DetDataSample
     mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
     x = (image.permute(0, 3, 1, 2).float() - mean) / std
     with torch.no_grad():
-        return model.predict(x, [DetDataSample(metainfo=image_meta(SIZE))], rescale=True)[0].pred_instances
+        return model.predict(x, [DetDataSample(metainfo=image_meta(size))], rescale=True)[0].pred_instances
 
 
 def _box_iou(a, b):
@@ -244,15 +262,10 @@ def test_trained_retinanet_export_equals_mmdet_predict(tmp_path):
     exported = runner.load_model(det['exports']['onnx']['path'])
     images = sorted((tmp_path / 'data' / 'coco' / 'val2017').glob('*.jpg'))
     assert len(images) == 3
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
     for path in images:
         pixels = np.asarray(Image.open(path).convert('RGB'))
         image = torch.from_numpy(pixels.copy())[None]
-        from mmdet.structures import DetDataSample
-        with torch.no_grad():
-            expected = model.predict((image.permute(0, 3, 1, 2).float() - mean) / std,
-                                     [DetDataSample(metainfo=image_meta(size))], rescale=True)[0].pred_instances
+        expected = _mmdet_predict(model, image, size)
         assert _candidates(model, image) > 1000  # trained scores: NMS removes most of them
         pred = runner.predict(exported, pixels)
         k = len(pred['scores'])

@@ -42,10 +42,10 @@ import torch.nn as nn
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU ``[M, N]`` of boxes ``a [M, 4]`` and ``b [N, 4]`` as mmcv's CPU ``nms`` computes it
-    (offset 0)."""
-    ax1, ay1, ax2, ay2 = a[:, None, :].unbind(-1)
-    bx1, by1, bx2, by2 = b[None, :, :].unbind(-1)
+    """IoU ``[..., M, N]`` of boxes ``a [..., M, 4]`` and ``b [..., N, 4]`` as mmcv's CPU ``nms``
+    computes it (offset 0)."""
+    ax1, ay1, ax2, ay2 = a.unsqueeze(-2).unbind(-1)
+    bx1, by1, bx2, by2 = b.unsqueeze(-3).unbind(-1)
     w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
     h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
     inter = w * h
@@ -53,21 +53,23 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """``S[j, i]``: box ``j`` (ranked before ``i``) suppresses box ``i``; boxes sorted by score."""
-    n = boxes.shape[0]
+    """``S[..., j, i]``: box ``j`` (ranked before ``i``) suppresses box ``i``; boxes
+    ``[..., n, 4]`` sorted by score."""
+    n = boxes.shape[-2]
     later = torch.ones(n, n, dtype=torch.bool).triu(1)
     return (box_iou(boxes, boxes) > iou_threshold) & later
 
 
 def _step(keep: torch.Tensor, valid: torch.Tensor, suppress: torch.Tensor) -> torch.Tensor:
-    hits = torch.matmul(keep.to(suppress.dtype)[None, :], suppress)[0]
+    hits = torch.matmul(keep.to(suppress.dtype).unsqueeze(-2), suppress).squeeze(-2)
     return valid & (hits < 0.5)
 
 
 def fixed_point_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
                     iterations: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Greedy NMS of ``boxes`` (sorted by descending score; ``valid`` marks real ones) as
-    ``iterations`` Jacobi steps of the fixed-point system. Returns ``(keep, settled)``:
+    """Greedy NMS of ``boxes [..., n, 4]`` (sorted by descending score; ``valid [..., n]``
+    marks real ones; leading dimensions are independent problems, solved in the same steps)
+    as ``iterations`` Jacobi steps of the fixed-point system. Returns ``(keep, settled)``:
     ``keep & settled`` is exactly greedy NMS on the settled prefix; ``settled`` is all true
     when the iteration has converged."""
     suppress = suppression_matrix(boxes, iou_threshold).float()
@@ -75,7 +77,7 @@ def fixed_point_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: flo
     for _ in range(iterations):
         keep = _step(keep, valid, suppress)
     changed = (_step(keep, valid, suppress) != keep).to(torch.int32)
-    settled = torch.cumsum(changed, 0) == 0
+    settled = torch.cumsum(changed, -1) == 0
     return keep & settled, settled
 
 
@@ -91,13 +93,21 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, i
     (offset 0); boxes need not be sorted; ``scores`` are probabilities (>= 0)."""
     position = torch.arange(boxes.shape[0], device=boxes.device)
     lowest = torch.full_like(scores, -1.0)
+    # box_iou's arithmetic with what does not change between steps (corners, areas) hoisted
+    # out of the loop: the same float operations in the same order, a third of the graph
+    low, high = boxes[:, :2], boxes[:, 2:]
+    side = high - low
+    area = side[:, 0] * side[:, 1]
     remaining = valid
     picks, kept = [], []
     for _ in range(steps):
         key = torch.where(remaining, scores, lowest)
         i = key.argmax().reshape(1)  # the first of equal scores
         kept.append(key.index_select(0, i) > -0.5)  # scores are probabilities (no bool gather: Core ML)
-        iou = box_iou(boxes.index_select(0, i), boxes)[0]
+        box = boxes.index_select(0, i)
+        overlap = (torch.minimum(box[:, 2:], high) - torch.maximum(box[:, :2], low)).clamp(min=0)
+        inter = overlap[:, 0] * overlap[:, 1]
+        iou = inter / (area.index_select(0, i) + area - inter)
         remaining = remaining & ~(iou > iou_threshold) & (position != i)
         picks.append(i)
     return torch.cat(picks), torch.cat(kept)

@@ -236,15 +236,21 @@ class RPNProposals(nn.Module):
         if self.min_bbox_size >= 0:
             valid = large_enough(boxes, self.min_bbox_size)
         # mmcv's batched_nms with the level as the class: the same offset coordinates, but as
-        # levels never overlap after the offset, each level's NMS runs on its boxes alone
+        # levels never overlap after the offset, each level's NMS runs on its boxes alone; the
+        # levels, padded to the longest (padding invalid), iterate together
         max_coordinate = torch.where(valid[:, None], boxes, torch.zeros_like(boxes)).max()
-        keep, start = [], 0
+        longest = max(self.level_k)
+        level_boxes, level_valid, start = [], [], 0
         for i, k in enumerate(self.level_k):
-            level_boxes = boxes[start:start + k] + float(i) * (max_coordinate + 1)
-            kept, _ = fixed_point_nms(level_boxes, valid[start:start + k], self.iou_threshold, self.iterations)
-            keep.append(kept)
+            level_boxes.append(boxes[start:start + k] + float(i) * (max_coordinate + 1))
+            level_valid.append(valid[start:start + k])
+            if k < longest:
+                level_boxes[-1] = torch.cat([level_boxes[-1], boxes.new_zeros(longest - k, 4)])
+                level_valid[-1] = torch.cat([level_valid[-1], valid.new_zeros(longest - k)])
             start += k
-        keep = torch.cat(keep)
+        kept, _ = fixed_point_nms(torch.stack(level_boxes), torch.stack(level_valid), self.iou_threshold,
+                                  self.iterations)
+        keep = torch.cat([kept[i, :k] for i, k in enumerate(self.level_k)])
         key = torch.where(keep, score, torch.full_like(score, -1.0))
         _, pick = torch.topk(key, self.count)
         return boxes[pick], keep[pick]
