@@ -126,7 +126,13 @@ def test_mask_rcnn_end_to_end_eager_equals_mmdet_predict(config):
     print(config, 'eager', check_instances(outputs, expected))
 
 
+# a Mask R-CNN ExecuTorch lowering peaks near 13 GB: under pytest-xdist these exports run one
+# at a time, on one worker (tools/run_tests.sh distributes with --dist loadgroup)
+EXPORTS = pytest.mark.xdist_group('mask_rcnn_exports')
+
+
 @pytest.mark.slow
+@EXPORTS
 @pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
 @pytest.mark.parametrize('config', CONFIGS[1:])
 def test_mask_rcnn_end_to_end_export_equals_mmdet_predict(config, fmt, tmp_path):
@@ -215,6 +221,7 @@ class _WithNetworkOutputs(torch.nn.Module):
 
 
 @pytest.mark.slow
+@EXPORTS
 @pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
 def test_trained_mask_rcnn_export_equals_mmdet_predict(trained_mask_rcnn, fmt, tmp_path):
     """The trained detector's export against two references, on every validation image:
