@@ -1,6 +1,8 @@
 """Mask R-CNN end to end (uint8 image in; boxes / scores / labels / masks out, proposals,
 RoIAlign, box and mask heads, NMS and mask pasting in the graph) equals mmdet's predict;
 the in-graph RoIAlign equals mmcv's ``roi_align``."""
+import os
+
 import pytest
 import torch
 
@@ -126,16 +128,24 @@ def test_mask_rcnn_end_to_end_eager_equals_mmdet_predict(config):
     print(config, 'eager', check_instances(outputs, expected))
 
 
-# a Mask R-CNN ExecuTorch lowering peaks near 13 GB: under pytest-xdist these exports run one
-# at a time, on one worker (tools/run_tests.sh distributes with --dist loadgroup)
-EXPORTS = pytest.mark.xdist_group('mask_rcnn_exports')
+@pytest.fixture
+def one_export_at_a_time():
+    """A Mask R-CNN ExecuTorch lowering peaks near 13 GB: across pytest-xdist's workers these
+    tests take an exclusive lock on a file, so only one runs at a time."""
+    import fcntl
+    import tempfile
+    with open(os.path.join(tempfile.gettempdir(), 'edgeformers-mask-rcnn-export.lock'), 'w') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.mark.slow
-@EXPORTS
 @pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
 @pytest.mark.parametrize('config', CONFIGS[1:])
-def test_mask_rcnn_end_to_end_export_equals_mmdet_predict(config, fmt, tmp_path):
+def test_mask_rcnn_end_to_end_export_equals_mmdet_predict(config, fmt, tmp_path, one_export_at_a_time):
     """The export runs the eager graph above (both backbones give mmdet's detections there);
     the post-processing it lowers is the same for every backbone, so one (the main job's,
     EfficientFormerV2-S0) is exported: each Mask R-CNN export takes minutes."""
@@ -221,9 +231,8 @@ class _WithNetworkOutputs(torch.nn.Module):
 
 
 @pytest.mark.slow
-@EXPORTS
 @pytest.mark.parametrize('fmt', ['onnx', 'executorch'])
-def test_trained_mask_rcnn_export_equals_mmdet_predict(trained_mask_rcnn, fmt, tmp_path):
+def test_trained_mask_rcnn_export_equals_mmdet_predict(trained_mask_rcnn, fmt, tmp_path, one_export_at_a_time):
     """The trained detector's export against two references, on every validation image:
     mmdet's predict on the same pixels (what an app gets is what mmdet gives), and mmdet's RPN
     and RoI head (``predict_by_feat``, ``roi_head.predict``) on the network outputs the export

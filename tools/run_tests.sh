@@ -3,8 +3,7 @@
 # Arguments go to pytest (e.g. -k parity, -x, -m "not slow").
 # The suite runs in parallel processes (pytest-xdist), one per core up to EDGEFORMERS_TEST_WORKERS
 # (default: the cores, at most 4 and one per 6 GiB of memory); EDGEFORMERS_TEST_WORKERS=0 runs it
-# in this process. Tests marked with one xdist_group (the Mask R-CNN exports, 13 GB each at peak)
-# run on one worker, one after another.
+# in this process. The Mask R-CNN export tests (up to 13 GB each) take a file lock: one at a time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/tools/setup.sh"
@@ -19,6 +18,6 @@ if [ -z "$workers" ]; then
 fi
 parallel=()
 if [ "$workers" -gt 1 ]; then
-  parallel=(-n "$workers" --dist loadgroup)
+  parallel=(-n "$workers" --dist worksteal)
 fi
 exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" -m pytest tests "${parallel[@]}" "$@"
