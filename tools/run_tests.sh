@@ -16,8 +16,9 @@ if [ -z "$workers" ]; then
   by_mem=$(( mem_gib / 6 > 0 ? mem_gib / 6 : 1 ))
   workers=$(( workers < by_mem ? workers : by_mem ))
 fi
+PY="${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python"
 parallel=()
-if [ "$workers" -gt 1 ]; then
+if [ "$workers" -gt 1 ] && "$PY" -c "import xdist" >/dev/null 2>&1; then
   parallel=(-n "$workers" --dist worksteal)
 fi
-exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" -m pytest tests "${parallel[@]}" "$@"
+exec "$PY" -m pytest tests "${parallel[@]}" "$@"
