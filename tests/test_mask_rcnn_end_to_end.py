@@ -225,9 +225,8 @@ class _WithNetworkOutputs(torch.nn.Module):
         self.e2e = e2e
 
     def forward(self, image):
-        outputs = self.e2e.network(self.e2e.image_input(image))
-        n = len(outputs) // 3
-        return (*self.e2e.post(list(outputs[:n]), list(outputs[n:2 * n]), list(outputs[2 * n:])), *outputs)
+        feats, scores, deltas = self.e2e.network_outputs(image)
+        return (*self.e2e.post(feats, scores, deltas), *feats, *scores, *deltas)
 
 
 @pytest.mark.slow

@@ -93,10 +93,15 @@ class EndToEndMaskRCNN(EndToEnd):
         super().__init__(image_input, dense)
         self.post = post
 
-    def forward(self, image: torch.Tensor):
+    def network_outputs(self, image: torch.Tensor):
+        """``(FPN features, RPN scores, RPN deltas)``, each a list over the levels: what the
+        post-processing reads."""
         outputs = self.network(self.image_input(image))
-        n = len(outputs) // 3  # FPN features, RPN scores, RPN deltas
-        return self.post(list(outputs[:n]), list(outputs[n:2 * n]), list(outputs[2 * n:]))
+        n = len(outputs) // 3
+        return list(outputs[:n]), list(outputs[n:2 * n]), list(outputs[2 * n:])
+
+    def forward(self, image: torch.Tensor):
+        return self.post(*self.network_outputs(image))
 
 
 class EndToEndSegmentor(EndToEnd):
