@@ -93,6 +93,28 @@ def test_greedy_nms_equals_greedy_over_all_candidates(seed):
     assert kept.sum() == len(expected) < 100 and torch.equal(index[kept], expected) and not kept[len(expected):].any()
 
 
+
+def test_onnx_sigmoid_keeps_small_probabilities_apart(tmp_path):
+    """The ONNX writer emits sigmoid as PyTorch's formula: onnxruntime's own ``Sigmoid``
+    kernel rounds probabilities near 1e-6 (an untrained or weak RPN's objectness) to an
+    absolute grid, so distinct scores tie and NMS keeps other proposals than mmdet. Here
+    every distinct PyTorch score stays distinct, in PyTorch's order, within a few ulp."""
+    pytest.importorskip('onnxruntime')
+    from backbones.export.formats import onnx_runner, write_onnx
+
+    class Sigmoid(torch.nn.Module):
+        def forward(self, x):
+            return x.sigmoid()
+
+    logits = torch.cat([torch.linspace(-16.0, -8.0, 4001), torch.linspace(-4.0, 4.0, 4001)])
+    path = str(tmp_path / 'sigmoid.onnx')
+    write_onnx(Sigmoid(), logits, path)
+    out = onnx_runner(path)(logits)[0]
+    expected = logits.sigmoid()
+    assert out.unique().numel() == expected.unique().numel() == logits.numel()
+    assert torch.equal(torch.argsort(out, stable=True), torch.argsort(expected, stable=True))
+    assert ((out - expected).abs() / expected).max() < 1e-6
+
 def _retinanet(config):
     model, _ = build_model_from_config(str(DET / config))
     with torch.no_grad():
