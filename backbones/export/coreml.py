@@ -294,14 +294,27 @@ def write(module: nn.Module, example: torch.Tensor, path: str) -> str:
     place); returns the note for the export's report."""
     mlmodel = convert(module, example)
     meta = getattr(module, 'meta', None)
-    if meta:
-        describe(mlmodel, meta)
-    with atomic_path(path) as tmp:  # a package that fails the check is not put in place
-        mlmodel.save(tmp)
-        problems = check_package(tmp, meta)
-        if problems:
-            raise RuntimeError(f'{path}: ' + '; '.join(problems))
+    try:
+        if meta:
+            describe(mlmodel, meta)
+        with atomic_path(path) as tmp:  # a package that fails the check is not put in place
+            mlmodel.save(tmp)
+            problems = check_package(tmp, meta)
+            if problems:
+                raise RuntimeError(f'{path}: ' + '; '.join(problems))
+    finally:
+        discard_temporary_package(mlmodel)
     return PREDICTION_NOTE if meta else RAW_NOTE
+
+
+def discard_temporary_package(mlmodel) -> None:
+    """Remove the package ``ct.convert`` wrote to the temporary folder (tens of MB per model).
+    coremltools deletes it only at interpreter exit, which a killed or ``os._exit``-ed process
+    (a pytest-xdist worker, a batch job) never reaches."""
+    import shutil
+    package = getattr(mlmodel, 'package_path', None)
+    if getattr(mlmodel, 'is_temp_package', False) and package:
+        shutil.rmtree(package, ignore_errors=True)
 
 
 def attach_metadata(path: str, meta: Dict[str, object]) -> None:
