@@ -136,3 +136,50 @@ def test_tflite_export_matches_eager(tmp_path):
     pytest.importorskip('litert_torch', reason='the [tflite] extra is not installed')
     result = export(build_target('efficientformerv2_s0', SIZE), 'tflite', str(tmp_path))
     assert result.path.endswith('.tflite') and result.max_rel_diff < 1e-4, result.describe()
+
+
+class _SharedHead(torch.nn.Module):
+    """Two levels, each returned and read by one convolution shared between them, as an FPN
+    detector's head reads its levels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.down = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.head = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        a = self.stem(x)
+        b = self.down(a)
+        return a, b, self.head(torch.relu(a)), self.head(torch.relu(b))
+
+
+def test_int8_quantises_a_shared_head_on_every_level(tmp_path):
+    """A convolution shared between levels is quantised at every call (it used to be at the
+    first only: int8 inputs with float weights, which XNNPACK refused at load time), and a
+    level both returned and read inside the graph gets a dequantize node of its own for the
+    output (ExecuTorch's channels-last pass failed on the shared one in the Mask R-CNN graph,
+    ``KeyError: 'val'``; this small graph does not trip it). The .pte loads, runs, and agrees
+    with PyTorch's simulation of the quantised graph to a few quantisation steps."""
+    from backbones.export.convert import quantize_int8
+    from backbones.export.formats import executorch_runner, write_executorch
+    torch.manual_seed(0)
+    model = _SharedHead().eval()
+    calibration = [torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    quantised = quantize_int8(model, calibration[0], calibration)
+    convs = [n for n in quantised.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert len(convs) == 4
+    for conv in convs:
+        assert 'dequantize' in str(conv.args[0].target) and 'dequantize' in str(conv.args[1].target), conv.name
+    output = next(n for n in quantised.graph.nodes if n.op == 'output')
+    returned = [n for n in output.all_input_nodes if 'dequantize' in str(n.target)]
+    assert len(returned) == 4 and all(len(n.users) == 1 for n in returned)
+    path = str(tmp_path / 'shared.pte')
+    written = write_executorch(quantised, calibration[0], path)
+    assert written.delegated_fraction == 1.0, written.not_delegated
+    outputs = executorch_runner(path)(calibration[1])
+    with torch.no_grad():
+        expected = quantised(calibration[1])
+    for got, want in zip(outputs, expected):
+        step = (want.max() - want.min()).item() / 255
+        assert (got - want).abs().max().item() <= 3 * step

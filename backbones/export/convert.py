@@ -67,13 +67,66 @@ def quantize_int8(module: nn.Module, example: torch.Tensor, calibration: Sequenc
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    graph = torch.export.export(module, (example,)).module()
+    graph = unshare_parameters(torch.export.export(module, (example,)).module())
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for batch in calibration:
             prepared(batch)
-    return convert_pt2e(prepared)
+    return separate_output_dequantize(convert_pt2e(prepared))
+
+
+def unshare_parameters(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Give every further reader of a parameter its own copy. A detector's head runs the
+    same convolutions on every FPN level; the quantizer annotates a shared weight for its
+    first reader only, so the other levels' convolutions got int8 inputs with float weights,
+    which XNNPACK refuses when the program loads (``Failed to create convolution node:
+    xnn_status_invalid_parameter``). Exact: the copies hold the same values and quantise
+    to the same integers."""
+    changed = False
+    for node in list(graph.graph.nodes):
+        if node.op != 'get_attr' or len(node.users) < 2:
+            continue
+        owner_name, _, attr = node.target.rpartition('.')
+        value = getattr(graph.get_submodule(owner_name) if owner_name else graph, attr)
+        if not isinstance(value, torch.Tensor):
+            continue
+        for i, user in enumerate(list(node.users)[1:], 1):
+            name = f'{node.target.replace(".", "_")}_reader{i}'
+            copy = value.detach().clone()
+            if isinstance(value, nn.Parameter):
+                graph.register_parameter(name, nn.Parameter(copy, requires_grad=False))
+            else:
+                graph.register_buffer(name, copy)
+            with graph.graph.inserting_before(user):
+                reader = graph.graph.get_attr(name)
+            reader.meta = dict(node.meta)
+            user.replace_input_with(node, reader)
+            changed = True
+    if changed:
+        graph.graph.lint()
+        graph.recompile()
+    return graph
+
+
+def separate_output_dequantize(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Give every graph output that is a dequantize node also read inside the graph its own
+    copy of that node. A Mask R-CNN network returns its FPN maps and feeds them to the RPN's
+    convolutions; with one shared dequantize node, XNNPACK's channels-last pass (ExecuTorch
+    1.4.1) re-routes the partition's output through a node it made without shape metadata
+    and the lowering fails (``KeyError: 'val'``). Exact: the copy computes the same values."""
+    output = next(node for node in graph.graph.nodes if node.op == 'output')
+    changed = False
+    for node in list(output.all_input_nodes):
+        if 'dequantize' in str(node.target) and len(node.users) > 1:
+            with graph.graph.inserting_after(node):
+                own = graph.graph.node_copy(node)
+            output.replace_input_with(node, own)
+            changed = True
+    if changed:
+        graph.graph.lint()
+        graph.recompile()
+    return graph
 
 
 def _random_input(like: torch.Tensor, seed: int) -> torch.Tensor:
