@@ -83,7 +83,6 @@ def unshare_parameters(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     which XNNPACK refuses when the program loads (``Failed to create convolution node:
     xnn_status_invalid_parameter``). Exact: the copies hold the same values and quantise
     to the same integers."""
-    changed = False
     for node in list(graph.graph.nodes):
         if node.op != 'get_attr' or len(node.users) < 2:
             continue
@@ -102,11 +101,7 @@ def unshare_parameters(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 reader = graph.graph.get_attr(name)
             reader.meta = dict(node.meta)
             user.replace_input_with(node, reader)
-            changed = True
-    if changed:
-        graph.graph.lint()
-        graph.recompile()
-    return graph
+    return _recompiled(graph)
 
 
 def separate_output_dequantize(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -116,16 +111,17 @@ def separate_output_dequantize(graph: torch.fx.GraphModule) -> torch.fx.GraphMod
     1.4.1) re-routes the partition's output through a node it made without shape metadata
     and the lowering fails (``KeyError: 'val'``). Exact: the copy computes the same values."""
     output = next(node for node in graph.graph.nodes if node.op == 'output')
-    changed = False
     for node in list(output.all_input_nodes):
         if 'dequantize' in str(node.target) and len(node.users) > 1:
             with graph.graph.inserting_after(node):
                 own = graph.graph.node_copy(node)
             output.replace_input_with(node, own)
-            changed = True
-    if changed:
-        graph.graph.lint()
-        graph.recompile()
+    return _recompiled(graph)
+
+
+def _recompiled(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    graph.graph.lint()
+    graph.recompile()
     return graph
 
 
