@@ -93,7 +93,6 @@ def test_greedy_nms_equals_greedy_over_all_candidates(seed):
     assert kept.sum() == len(expected) < 100 and torch.equal(index[kept], expected) and not kept[len(expected):].any()
 
 
-
 def test_onnx_sigmoid_keeps_small_probabilities_apart(tmp_path):
     """The ONNX writer emits sigmoid as PyTorch's formula: onnxruntime's own ``Sigmoid``
     kernel rounds probabilities near 1e-6 (an untrained or weak RPN's objectness) to an
@@ -114,6 +113,7 @@ def test_onnx_sigmoid_keeps_small_probabilities_apart(tmp_path):
     assert out.unique().numel() == expected.unique().numel() == logits.numel()
     assert torch.equal(torch.argsort(out, stable=True), torch.argsort(expected, stable=True))
     assert ((out - expected).abs() / expected).max() < 1e-6
+
 
 def _retinanet(config):
     model, _ = build_model_from_config(str(DET / config))

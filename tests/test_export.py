@@ -139,8 +139,8 @@ def test_tflite_export_matches_eager(tmp_path):
 
 
 class _SharedHead(torch.nn.Module):
-    """Two levels, each returned and read by one convolution shared between them, as an FPN
-    detector's head reads its levels."""
+    """Two levels, each returned and also read (through a ReLU) by one convolution shared
+    between them, as an FPN detector's head reads its levels."""
 
     def __init__(self):
         super().__init__()
