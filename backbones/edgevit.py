@@ -144,12 +144,16 @@ class SparseAttention(nn.Module):
             self.local_prop = PatchSpread(dim, sr_ratio)
             self.norm = LayerNorm2d(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) normalised features; returns (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, norm: Optional[nn.Module] = None) -> torch.Tensor:
+        """x: (B, C, H, W) features; returns (B, C, H, W). ``norm``, a per-token LayerNorm,
+        is applied after the sub-sampling: it commutes with keeping every ``sr``-th token
+        (same values, bit for bit) and then normalises ``sr**2`` times fewer tokens."""
         B, C, H, W = x.shape
         sr = self.sr_ratio
         if sr > 1:
             x = self.sample(x)  # every sr-th token
+        if norm is not None:
+            x = norm(x)
         h, w = x.shape[2], x.shape[3]
         n, heads, hd = h * w, self.num_heads, C // self.num_heads
         qkv = self.qkv(x)
@@ -182,7 +186,7 @@ class GlobalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.pos_embed(x)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.attn(x, self.norm1))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def fuse_for_export(self) -> None:
