@@ -32,4 +32,6 @@ def test_demo_end_to_end_tiny(tmp_path):
                 if key in info['metrics'] and isinstance(value, float):
                     assert r is seg or 'coco/segm_mAP' in info['metrics']
                     assert abs(info['metrics'][key] - value) <= 0.002 * scale, (fmt, key)
-    assert 'onnx' in text
+            # each export's latency through the runner, printed beside its metrics
+            assert 0 < info['ms_median'] <= info['ms_p90'], (fmt, info)
+    assert 'onnx' in text and 'ms / image' in text

@@ -64,7 +64,7 @@ def _export_and_evaluate(result: Dict[str, Any], cfg: Config, task: str, size: i
     for fmt, info in exports.items():
         if 'path' in info:
             start = time.time()
-            info['metrics'] = evaluate_export(cfg, info['path'], task)
+            info.update(evaluate_export(cfg, info['path'], task))
             info['eval_seconds'] = time.time() - start
     result['exports'] = exports
 
@@ -188,6 +188,11 @@ def format_results(results: Dict[str, Any]) -> str:
                 continue
             cells = [f'{metrics[c][key] / scale:.3f}' if key in metrics[c] else '-' for c in columns]
             lines.append(f'  {label:<12}' + ''.join(f'{cell:>17}' for cell in cells))
+        if any('ms_median' in info for info in exports.values()):
+            # the exports as an app runs them, through tools/run_exported.py (eager: not comparable)
+            cells = ['-'] + [f'{exports[c]["ms_median"]:.1f}' if 'ms_median' in exports[c] else '-'
+                             for c in columns[1:]]
+            lines.append(f'  {"ms / image":<12}' + ''.join(f'{cell:>17}' for cell in cells))
         for fmt, info in exports.items():
             if 'error' in info:
                 lines.append(f'  {fmt}: export failed: {info["error"]}')
