@@ -18,6 +18,12 @@ about 10 minutes on 2 cores) and writes them to tools/results/profile_HxW.{md,js
     python tools/benchmark.py --profile
     python tools/benchmark.py --profile configs/segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py --size 512 512
 
+--profile-onnx profiles any ONNX export with ONNX Runtime's own profiler (time by operator
+type, the slowest nodes with their input shapes), end-to-end detectors included, and writes
+tools/results/onnx_profile_NAME.{md,json}:
+
+    python tools/benchmark.py --profile-onnx work_dirs/demo/detection/export/config_192x192.onnx
+
 --end-to-end times detector / segmentor configs exported end to end (uint8 image in; decoding
 and NMS, or the argmax, in the graph) beside their raw networks, and reports what the
 post-processing costs. Without models it takes RetinaNet at 640x640 and Semantic FPN at
@@ -104,12 +110,32 @@ def profile_main(args, machine) -> int:
     return 0
 
 
+def onnx_profile_main(args, machine) -> int:
+    from backbones.export.onnx_profile import format_onnx_profile, onnx_profile_json, profile_onnx
+    from backbones.fileio import write_json, write_text
+    for path in args.profile_onnx:
+        if not path.endswith('.onnx') or not os.path.isfile(path):
+            print(f'error: --profile-onnx {path}: not an .onnx file; export one with tools/export.py '
+                  '--formats onnx (or the main job)', file=sys.stderr)
+            return 2
+    threads = args.threads[0] if args.threads else None
+    for path in args.profile_onnx:
+        profile = profile_onnx(path, runs=args.runs, threads=threads)
+        report = format_onnx_profile(profile, machine=f'{threads or "default"} threads; {machine}')
+        print('\n' + report)
+        stem = os.path.join(args.results_dir, 'onnx_profile_' + os.path.splitext(os.path.basename(path))[0])
+        write_text(stem + '.md', report + '\n')
+        write_json(stem + '.json', onnx_profile_json(profile), indent=2)
+        print(f'written: {stem}.md, {stem}.json')
+    return 0
+
+
 def main(argv=None) -> int:
     from backbones.export.benchmark import (eager_comparison, format_eager_table, format_table, machine_description,
                                             plot, run_benchmark, timed_formats)
     from backbones.fileio import write_json, write_text
     from backbones.registry import variant_names
-    from backbones.runtime.cli import quiet_third_party_warnings
+    from backbones.runtime.cli import positive_int, quiet_third_party_warnings
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('models', nargs='*', help='backbone names or config files (default: every registered backbone)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
@@ -122,7 +148,15 @@ def main(argv=None) -> int:
     parser.add_argument('--profile', action='store_true',
                         help='per-operator profiles (ExecuTorch XNNPACK fp32) beside MobileNetV2, written to '
                              'RESULTS_DIR/profile_HxW.{md,json}')
-    parser.add_argument('--results-dir', default=RESULTS, help='where --profile writes (default: tools/results)')
+    parser.add_argument('--profile-onnx', nargs='+', metavar='ONNX',
+                        help='profile these ONNX exports (any model, end-to-end detectors included) with ONNX '
+                             "Runtime's profiler: time by operator type and the slowest nodes, written to "
+                             'RESULTS_DIR/onnx_profile_NAME.{md,json}; --threads: its first value (default: the '
+                             "runtime's)")
+    parser.add_argument('--runs', type=positive_int, default=5,
+                        help='--profile-onnx: runs counted after 2 warm-up runs (default 5)')
+    parser.add_argument('--results-dir', default=RESULTS,
+                        help='where --profile and --profile-onnx write (default: tools/results)')
     parser.add_argument('--end-to-end', action='store_true',
                         help='time detector / segmentor configs end to end beside their raw networks')
     parser.add_argument('--seconds', type=float, default=3.0,
@@ -145,6 +179,8 @@ def main(argv=None) -> int:
         return end_to_end_main(args, machine)
     if args.profile:
         return profile_main(args, machine)
+    if args.profile_onnx:
+        return onnx_profile_main(args, machine)
     args.size = args.size or (224, 224)
     args.formats = args.formats or ['executorch', 'executorch-int8', 'onnx']
     args.threads = args.threads or [1, os.cpu_count() or 1]

@@ -21,6 +21,14 @@ def quiet_third_party_warnings() -> None:
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text}: must be at least 1')
+    return value
+
+
 def size_pair(values: Sequence[int]) -> Tuple[int, int]:
     return int(values[0]), int(values[1])
 
