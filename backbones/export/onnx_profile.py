@@ -89,6 +89,9 @@ def profile_onnx(path: str, runs: int = 5, warmup: int = 2, threads: Optional[in
             events = json.load(f)
     model_runs = sorted((e for e in events if e.get('name') == 'model_run'), key=lambda e: e['ts'])
     counted = model_runs[warmup:]
+    if len(counted) != runs:
+        raise RuntimeError(f'{path}: ONNX Runtime recorded {len(model_runs)} model runs, expected {warmup + runs}; '
+                           'its profile format may have changed')
     spans = [(e['ts'], e['ts'] + e['dur']) for e in counted]
     totals: Dict[str, float] = defaultdict(float)
     meta: Dict[str, NodeTime] = {}
