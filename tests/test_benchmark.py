@@ -175,7 +175,7 @@ def _tiny_onnx(path):
 
 
 def test_onnx_profile_counts_node_times_of_the_runs_after_warmup(tmp_path, monkeypatch):
-    from backbones.export.onnx_profile import format_onnx_profile, profile_onnx
+    from backbones.export.onnx_profile import by_op_and_shapes, format_onnx_profile, profile_onnx
     monkeypatch.chdir(tmp_path)
     path = _tiny_onnx(tmp_path / 'tiny.onnx')
     p = profile_onnx(path, runs=3, warmup=1, threads=1)
@@ -185,6 +185,8 @@ def test_onnx_profile_counts_node_times_of_the_runs_after_warmup(tmp_path, monke
     assert big.op_type == 'MatMul' and big.inputs[0] == '[64, 256]'  # prepacked weights may go unlisted
     assert p.by_op_type().keys() == {'MatMul', 'Softmax'}
     assert sum(p.by_op_type().values()) == pytest.approx(p.node_ms)
+    groups = by_op_and_shapes(p)   # the two MatMuls have other input shapes: three groups of one
+    assert sorted(g['op_type'] for g in groups) == ['MatMul', 'MatMul', 'Softmax'] and {g['count'] for g in groups} == {1}
     # node times lie inside the runs they were counted in
     assert 0 < p.node_ms <= sum(p.run_ms) / len(p.run_ms)
     text = format_onnx_profile(p)
@@ -202,7 +204,8 @@ def test_profile_onnx_cli_writes_tables_and_refuses_other_files(tmp_path, capsys
     assert tool.main(['--profile-onnx', path, '--threads', '1', '--runs', '2',
                       '--results-dir', str(tmp_path / 'results')]) == 0
     data = json.loads((tmp_path / 'results' / 'onnx_profile_tiny.json').read_text())
-    assert data['runs'] == 2 and set(data['by_op_type']) == {'MatMul', 'Softmax'}
+    assert data['runs'] == 2 and set(data['by_op_type']) == {'MatMul', 'Softmax'} and data['node_count'] == 3
+    assert sum(g['count'] for g in data['by_op_and_shapes']) == 3
     assert '| big_matmul |' in (tmp_path / 'results' / 'onnx_profile_tiny.md').read_text()
     (tmp_path / 'model.pte').write_bytes(b'')
     assert tool.main(['--profile-onnx', str(tmp_path / 'model.pte'), '--results-dir', str(tmp_path / 'results')]) == 2

@@ -124,6 +124,11 @@ def format_onnx_profile(p: OnnxProfile, top: int = 15, machine: str = '') -> str
              f'{"; " + machine if machine else ""}).', '',
              '| operator type | ms / run | share of node time |', '|---|---|---|']
     lines += [f'| {op} | {ms:.1f} | {100 * ms / total:.1f}% |' for op, ms in p.by_op_type().items()]
+    groups = by_op_and_shapes(p)
+    lines += ['', f'Operator type and input shapes, summed over the nodes that share them (slowest {min(top, len(groups))} '
+              f'of {len(groups)}):', '', '| type | nodes | ms / run | share | input shapes |', '|---|---|---|---|---|']
+    lines += [f'| {g["op_type"]} | {g["count"]} | {g["ms"]:.1f} | {100 * g["ms"] / total:.1f}% | {"; ".join(g["inputs"])} |'
+              for g in groups[:top]]
     lines += ['', f'Slowest {min(top, len(p.nodes))} of {len(p.nodes)} nodes:', '',
               '| node | type | ms / run | share | input shapes |', '|---|---|---|---|---|']
     lines += [f'| {n.name} | {n.op_type} | {n.ms:.1f} | {100 * n.ms / total:.1f}% | {"; ".join(n.inputs)} |'
@@ -131,7 +136,20 @@ def format_onnx_profile(p: OnnxProfile, top: int = 15, machine: str = '') -> str
     return '\n'.join(lines)
 
 
-def onnx_profile_json(p: OnnxProfile) -> dict:
-    return dict(path=p.path, runs=p.runs, run_ms=p.run_ms, by_op_type=p.by_op_type(),
-                nodes=[dict(name=n.name, op_type=n.op_type, ms=n.ms, inputs=n.inputs) for n in p.nodes])
+def by_op_and_shapes(p: OnnxProfile) -> List[dict]:
+    """Node times summed over nodes of the same operator type and input shapes (the repeated
+    steps of a graph, such as one gather per RoIAlign sample), slowest first."""
+    groups: Dict[tuple, dict] = {}
+    for n in p.nodes:
+        g = groups.setdefault((n.op_type, tuple(n.inputs)), dict(op_type=n.op_type, inputs=n.inputs, count=0, ms=0.0))
+        g['count'] += 1
+        g['ms'] += n.ms
+    return sorted(groups.values(), key=lambda g: -g['ms'])
 
+
+def onnx_profile_json(p: OnnxProfile, top: int = 100) -> dict:
+    """The profile as JSON: per operator type, per operator type and input shapes, and the
+    ``top`` slowest nodes (a detector has thousands)."""
+    return dict(path=p.path, runs=p.runs, run_ms=p.run_ms, node_count=len(p.nodes), node_ms=p.node_ms,
+                by_op_type=p.by_op_type(), by_op_and_shapes=by_op_and_shapes(p),
+                nodes=[dict(name=n.name, op_type=n.op_type, ms=n.ms, inputs=n.inputs) for n in p.nodes[:top]])
