@@ -149,14 +149,20 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: str) -> Written:
     return Written()
 
 
-def onnx_runner(path: str, threads: Optional[int] = None, clone_outputs: bool = True):
-    """``clone_outputs``: onnxruntime returns new arrays on every call either way."""
+def onnx_session_options(threads: Optional[int] = None):
+    """onnxruntime session options: ``threads`` intra-op threads (default: the runtime's)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    return options
+
+
+def onnx_runner(path: str, threads: Optional[int] = None, clone_outputs: bool = True):
+    """``clone_outputs``: onnxruntime returns new arrays on every call either way."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, onnx_session_options(threads), providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
     return lambda x: [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})]
 

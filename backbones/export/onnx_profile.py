@@ -34,9 +34,12 @@ class NodeTime:
 @dataclass
 class OnnxProfile:
     path: str
-    runs: int                    # runs counted (after the warm-up)
-    run_ms: List[float]          # each counted run, whole-model
+    run_ms: List[float]          # each counted run (after the warm-up), whole-model
     nodes: List[NodeTime]        # by time, slowest first
+
+    @property
+    def runs(self) -> int:
+        return len(self.run_ms)
 
     @property
     def node_ms(self) -> float:
@@ -66,23 +69,21 @@ def random_inputs(session, seed: int = 0) -> Dict[str, np.ndarray]:
     return feeds
 
 
-def profile_onnx(path: str, runs: int = 5, warmup: int = 2, threads: Optional[int] = None,
-                 feeds: Optional[Dict[str, np.ndarray]] = None) -> OnnxProfile:
+def profile_onnx(path: str, runs: int = 5, warmup: int = 2, threads: Optional[int] = None) -> OnnxProfile:
     """Run the ONNX model at ``path`` ``warmup + runs`` times with ONNX Runtime's profiler
     on (``threads``: intra-op threads, default the runtime's) and return the node times of
     the last ``runs`` runs, per run."""
     import onnxruntime as ort
+
+    from .formats import onnx_session_options
     if runs < 1 or warmup < 0:
         raise ValueError(f'runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}')
     with tempfile.TemporaryDirectory(prefix='onnx_profile_') as tmp:
-        options = ort.SessionOptions()
+        options = onnx_session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, 'trace')
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
-        feeds = feeds if feeds is not None else random_inputs(session)
+        feeds = random_inputs(session)
         for _ in range(warmup + runs):
             session.run(None, feeds)
         with open(session.end_profiling()) as f:
@@ -112,7 +113,7 @@ def profile_onnx(path: str, runs: int = 5, warmup: int = 2, threads: Optional[in
         node.ms = ms / len(counted)
         nodes.append(node)
     nodes.sort(key=lambda n: -n.ms)
-    return OnnxProfile(path, len(counted), [e['dur'] / 1e3 for e in counted], nodes)
+    return OnnxProfile(path, [e['dur'] / 1e3 for e in counted], nodes)
 
 
 def format_onnx_profile(p: OnnxProfile, top: int = 15, machine: str = '') -> str:
