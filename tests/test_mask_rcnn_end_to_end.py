@@ -1,6 +1,7 @@
 """Mask R-CNN end to end (uint8 image in; boxes / scores / labels / masks out, proposals,
 RoIAlign, box and mask heads, NMS and mask pasting in the graph) equals mmdet's predict;
 the in-graph RoIAlign equals mmcv's ``roi_align``."""
+import math
 import os
 
 import pytest
@@ -83,37 +84,90 @@ def _rois(size, n=64, seed=0):
     return torch.cat([boxes, fixed])
 
 
-@pytest.mark.parametrize('extractor', ['bbox_roi_extractor', 'mask_roi_extractor'])
-def test_roi_align_equals_mmcv(extractor):
-    """The gather-based multi-level RoIAlign equals mmdet's SingleRoIExtractor with mmcv's
-    roi_align (adaptive sampling grid, aligned) on every level, for RoIs of all sizes and shapes."""
+def _roi_layer(extractor, sampling_ratio=0):
     pytest.importorskip('mmcv.ops')
-    from mmdet.structures.bbox import bbox2roi
-    from backbones.export.two_stage import MultiLevelRoIAlign
     model, _ = build_model_from_config(str(DET / CONFIGS[0]))
     layer = getattr(model.roi_head, extractor)
-    size = (512, 640)  # large enough for RoIs on every level (sqrt(area) >= 448 on the top one)
+    for roi_layer in layer.roi_layers:
+        roi_layer.sampling_ratio = sampling_ratio
+    return layer
+
+
+def _extract(layer, size, rois, seed=3):
+    """(mmdet's extractor with mmcv's roi_align, ours, levels) on random feature maps."""
+    from mmdet.structures.bbox import bbox2roi
+    from backbones.export.two_stage import MultiLevelRoIAlign
     sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed)
     feats = [torch.randn(1, layer.out_channels, h, w, generator=g) for h, w in sizes]
-    rois = _rois(size)
     ours = MultiLevelRoIAlign(layer, size, sizes)
-    assert ours.samples > 1
-    expected = layer(tuple(feats), bbox2roi([rois]))
-    got = ours(feats, rois)
-    levels = ours.levels(rois)
-    assert set(levels.tolist()) == set(range(len(sizes)))  # every level is exercised
-    assert torch.equal(levels, layer.map_roi_levels(bbox2roi([rois]), len(sizes)))
+    assert torch.equal(ours.levels(rois), layer.map_roi_levels(bbox2roi([rois]), len(sizes)))
+    return layer(tuple(feats), bbox2roi([rois])), ours(feats, rois), ours
+
+
+@pytest.mark.parametrize('sampling_ratio', [0, 2])
+@pytest.mark.parametrize('extractor', ['bbox_roi_extractor', 'mask_roi_extractor'])
+def test_roi_align_equals_mmcv(extractor, sampling_ratio):
+    """The gather-based multi-level RoIAlign equals mmdet's SingleRoIExtractor with mmcv's
+    roi_align (adaptive sampling grid, or a fixed one, aligned) on every level, for RoIs of all
+    sizes and shapes; with the adaptive grid each bin gathers fewer cells than its samples'
+    bilinear neighbours."""
+    layer = _roi_layer(extractor, sampling_ratio)
+    size = (512, 640)  # large enough for RoIs on every level (sqrt(area) >= 448 on the top one)
+    rois = _rois(size)
+    expected, got, ours = _extract(layer, size, rois)
+    assert set(ours.levels(rois).tolist()) == set(range(len(layer.featmap_strides)))  # every level is exercised
+    if sampling_ratio:
+        assert (ours.samples, ours.points) == (4, 16)
+    else:
+        assert 1 < ours.samples and ours.points < 4 * ours.samples
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_samples_bound():
+def _whole_cell_rois(strides, finest_scale, image):
+    """RoIs whose bins span a whole number of cells (1..5 per axis) on the level they map to,
+    their corner a few ulps around cell borders and powers of two."""
+    boxes = []
+    for level, stride in enumerate(strides):
+        for a in range(1, 6):
+            for b in range(1, 6):
+                h, w = 7 * a * stride, 7 * b * stride
+                mapped = min(max(math.floor(math.log2(math.sqrt(h * w) / finest_scale + 1e-6)), 0), len(strides) - 1)
+                for corner in (4.0, 8.0, 16.0, 32.0, 64.0, 100.0):
+                    for eps in (-3e-5, -1e-6, 0.0, 1e-6, 3e-5, 0.25, 0.5):
+                        y = (corner + eps + 0.5) * stride   # feature coordinate corner + eps after the half-pixel offset
+                        x = y / 2
+                        if mapped == level and y + h <= image[0] and x + w <= image[1]:
+                            boxes.append([x, y, x + w, y + h])
+    # found by search: on level 0 (stride 4) rounding puts the last sample of one of these
+    # bins on the row after the window of the bin's grid (a row of weight 0)
+    for y0, y1 in ((-3.814697265625e-06, 112.0), (7.999999046325684, 120.0), (15.999994277954102, 156.0)):
+        boxes += [[10.0, y0, 30.0, y1], [y0, 10.0, y1, 30.0]]
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def test_roi_align_on_bins_of_whole_cells():
+    """Where a bin spans a whole number of cells, its first and last samples lie exactly a
+    whole number of cells apart, and rounding can put the last one a cell further than the
+    window of cells the bin reads: such RoIs on every level, at offsets of a few ulps around
+    cell borders and powers of two, still equal mmcv's roi_align."""
+    layer = _roi_layer('bbox_roi_extractor')
+    size = (1024, 1024)
+    rois = _whole_cell_rois(layer.featmap_strides, layer.finest_scale, size)
+    expected, got, ours = _extract(layer, size, rois)
+    assert len(rois) > 300 and set(ours.levels(rois).tolist()) == set(range(len(layer.featmap_strides)))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sample_grids():
     """The adaptive grid's bound: on levels below the top a RoI has fewer than 28 x 28 cells."""
-    from backbones.export.two_stage import samples_bound
+    from backbones.export.two_stage import sample_grids
     # one level of 32 x 40 cells: at most 5 x 6 samples per bin, but not both (area)
-    assert samples_bound((7, 7), [(32, 40)], [784]) == 25
-    assert samples_bound((7, 7), [(32, 40)], [float('inf')]) == 30
-    assert samples_bound((14, 14), [(4, 5)], [float('inf')]) == 1
+    grids = sample_grids((7, 7), [(32, 40)], [784])
+    assert max(a * b for a, b in grids) == 25 and (5, 6) not in grids and {(5, 5), (4, 6), (5, 1)} <= set(grids)
+    assert max((a + 1) * (b + 1) for a, b in grids) == 36  # cells one bin reads: against 4 x 25 neighbours
+    assert max(a * b for a, b in sample_grids((7, 7), [(32, 40)], [float('inf')])) == 30
+    assert sample_grids((14, 14), [(4, 5)], [float('inf')]) == [(1, 1)]
 
 
 @pytest.mark.slow

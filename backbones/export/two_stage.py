@@ -14,10 +14,11 @@ Reproduces mmdet 3.3.0's ``TwoStageDetector.predict`` for one image at the expor
    scale, ``finest_scale``) with mmcv's ``roi_align`` (bilinear, ``aligned`` half-pixel
    offset, samples outside ``[-1, size]`` are zero, coordinates clamped as mmcv does, average
    of an adaptive ``ceil(roi / output)`` grid per bin when ``sampling_ratio`` is 0) as gathers
-   from the concatenated channels-last levels. The adaptive grid is data dependent: its size
-   is bounded per level (a RoI on a level below the top has ``w * h < (2 * finest_scale /
-   stride)**2`` cells there, on the top level it is bounded by the image), the graph loops
-   over that bound and masks the samples a RoI does not have, so the average is mmcv's.
+   from the concatenated channels-last levels, each feature cell a bin reads gathered once
+   with its summed weight. The adaptive grid is data dependent: its size is bounded per
+   level (a RoI on a level below the top has ``w * h < (2 * finest_scale / stride)**2`` cells
+   there, on the top level it is bounded by the image), the graph unrolls that bound and
+   masks what a RoI does not have, so the average is mmcv's (up to float rounding).
 3. The box head on the proposals' RoI features, softmax scores, class-specific decoding
    (clipped), ``score_thr``, class-wise NMS, the first ``max_per_img``
    (:func:`~.postprocess.select_detections`: greedy NMS unrolled over the best ``candidates``).
@@ -51,35 +52,53 @@ def decode(coder: nn.Module, priors: torch.Tensor, deltas: torch.Tensor, max_sha
 
 
 # ---------------------------------------------------------------------------- RoIAlign
-def samples_bound(output_size: Tuple[int, int], level_sizes: Sequence[Tuple[float, float]],
-                  cell_area: Sequence[float]) -> int:
-    """The most samples per bin (``ceil(h / oh) * ceil(w / ow)``) a RoI can have on any level.
+def sample_grids(output_size: Tuple[int, int], level_sizes: Sequence[Tuple[float, float]],
+                 cell_area: Sequence[float]) -> List[Tuple[int, int]]:
+    """Every adaptive sample grid (``ceil(h / oh)`` rows x ``ceil(w / ow)`` columns per bin) a
+    RoI can have on some level. The graph unrolls the most sample rows and columns of these,
+    and gathers the most feature cells one bin reads, ``(a + 1) * (b + 1)`` (see
+    :class:`MultiLevelRoIAlign`).
 
     ``level_sizes``: the largest RoI height / width on each level (in its cells);
     ``cell_area``: the largest RoI area on each level in its cells (``inf`` for the top level).
     A grid of ``a x b`` samples needs ``h > (a - 1) * oh`` and ``w > (b - 1) * ow``, so it is
     possible only if ``(a - 1) * oh * (b - 1) * ow <= area`` (``<=``: a margin for rounding)."""
     oh, ow = output_size
-    best = 1
+    grids = set()
     for (h, w), area in zip(level_sizes, cell_area):
         for a in range(1, max(1, math.ceil(h / oh)) + 1):
             for b in range(1, max(1, math.ceil(w / ow)) + 1):
                 if (a - 1) * oh * (b - 1) * ow <= area:
-                    best = max(best, a * b)
-    return best
+                    grids.add((a, b))
+    return sorted(grids)
 
 
 class MultiLevelRoIAlign(nn.Module):
     """mmdet's ``SingleRoIExtractor`` + mmcv's ``roi_align`` for one image:
     ``(feats, rois [R, 4]) -> [R, C, oh, ow]``.
 
+    Each bin's average of bilinear samples is a weighted sum of the feature cells its samples
+    touch, and the weights are separable: a cell's weight is its row's weight (summed over
+    the samples' rows) times its column's. So every bin gathers each cell it reads once, with
+    that product as its weight: with the adaptive grid (``sampling_ratio`` 0) a bin of ``a x b``
+    samples reads at most ``(a + 1) x (b + 1)`` cells (36 instead of 4 x 25 neighbours for a
+    5 x 5 grid). The sum is mmcv's up to float rounding. Where a bin spans a whole number of
+    cells, rounding can put its last sample exactly on the last of the ``a + 1`` rows of its
+    window; the sample's second row, past the window, then has the sample's fractional part as
+    its weight, 0 (at most a few ulps of the coordinate), and is left out. With a fixed
+    ``sampling_ratio`` s the samples of a bin may lie far apart, so each axis keeps its 2 s
+    bilinear neighbours (4 s^2 cells per bin, as sample by sample).
+
     Args:
         extractor: the mmdet ``SingleRoIExtractor`` (its RoIAlign layers, strides, finest scale).
         size: export size (H, W): bounds the RoIs (boxes are clipped to the image).
         featmap_sizes: (H, W) of the FPN levels the extractor reads.
+        chunk: cells gathered per bin in one gather + batched matmul (memory: ``R x oh x ow x
+            chunk x C`` floats at a time).
     """
 
-    def __init__(self, extractor: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]]) -> None:
+    def __init__(self, extractor: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]],
+                 chunk: int = 4) -> None:
         super().__init__()
         layer = extractor.roi_layers[0]
         if type(layer).__name__ != 'RoIAlign' or getattr(layer, 'pool_mode', 'avg') != 'avg':
@@ -93,6 +112,7 @@ class MultiLevelRoIAlign(nn.Module):
         self.strides = [int(s) for s in extractor.featmap_strides]
         self.finest_scale = float(extractor.finest_scale)
         self.num_levels = len(self.strides)
+        self.chunk = int(chunk)
         sizes = [tuple(int(v) for v in s) for s in featmap_sizes[:self.num_levels]]
         for layer_i, stride in zip(extractor.roi_layers, self.strides):
             assert abs(layer_i.spatial_scale - 1.0 / stride) < 1e-12
@@ -109,14 +129,21 @@ class MultiLevelRoIAlign(nn.Module):
         # level thresholds: floor(log2(scale / finest + 1e-6)) >= k  <=>  scale / finest + 1e-6 >= 2 ** k
         self.register_buffer('level_bounds', torch.tensor([2.0 ** k for k in range(1, self.num_levels)]),
                              persistent=False)
+        #: most samples per bin, sample rows / columns per bin, feature cells gathered per bin
         if self.sampling_ratio > 0:
-            self.samples = self.sampling_ratio ** 2
+            s = self.sampling_ratio
+            self.grid_max = (s, s)
+            self.samples = s * s
+            self.points = 4 * s * s
         else:
             img_h, img_w = size
             extent = [(img_h / s + 1, img_w / s + 1) for s in self.strides]
             area = [(2 * self.finest_scale * 2 ** k / s) ** 2 for k, s in enumerate(self.strides)]
             area[-1] = float('inf')
-            self.samples = samples_bound(self.output_size, extent, area)
+            grids = sample_grids(self.output_size, extent, area)
+            self.grid_max = (max(a for a, _ in grids), max(b for _, b in grids))
+            self.samples = max(a * b for a, b in grids)
+            self.points = max((a + 1) * (b + 1) for a, b in grids)
 
     def levels(self, rois: torch.Tensor) -> torch.Tensor:
         """mmdet's ``map_roi_levels``: ``floor(log2(sqrt(w * h) / finest_scale + 1e-6))``
@@ -125,6 +152,28 @@ class MultiLevelRoIAlign(nn.Module):
         x = scale / self.finest_scale + 1e-6
         return (x[:, None] >= self.level_bounds[None, :]).sum(1)
 
+    def _axis_cells(self, start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, cells: torch.Tensor,
+                    bins: int, grid_max: int):
+        """One axis of every bin: the cells its samples touch and their summed bilinear weights
+        (``[R, bins, K]`` each), and how many of the K a RoI uses (``[R]``)."""
+        pos = torch.arange(bins, dtype=start.dtype, device=start.device)
+        i = torch.arange(grid_max, dtype=start.dtype, device=start.device)
+        g = grid.clamp(min=1.0)
+        base = start[:, None] + pos[None, :] * bin_size[:, None]                     # [R, bins]
+        # sample i of a bin sits at base + (i + 0.5) * bin / grid, as mmcv computes it
+        coord = base[:, :, None] + ((i[None, :] + 0.5) * bin_size[:, None] / g[:, None])[:, None, :]
+        w_low, w_high, low, high = _axis(coord, cells[:, None, None])
+        used = (i[None, :] < grid[:, None]).to(coord.dtype)[:, None, :]
+        w_low, w_high = w_low * used, w_high * used
+        if self.sampling_ratio > 0:
+            return torch.cat([low, high], -1), torch.cat([w_low, w_high], -1), torch.full_like(grid, 2.0 * grid_max)
+        first = low[:, :, :1]
+        k = torch.arange(grid_max + 1, device=start.device)
+        weight = ((low - first)[..., None] == k).to(coord.dtype) * w_low[..., None] \
+            + ((high - first)[..., None] == k).to(coord.dtype) * w_high[..., None]
+        last = (cells.to(torch.long) - 1)[:, None, None]
+        return torch.minimum(first + k, last), weight.sum(2), (grid + 1.0).clamp(min=1.0)
+
     def forward(self, feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         oh, ow = self.output_size
         channels = feats[0].shape[1]
@@ -132,8 +181,6 @@ class MultiLevelRoIAlign(nn.Module):
         n = rois.shape[0]
         lvl = self.levels(rois)
         scale, height, width = self.scale[lvl], self.height[lvl], self.width[lvl]
-        row = self.width_int[lvl][:, None, None]
-        base = self.offset[lvl][:, None, None]
         off = 0.5 if self.aligned else 0.0
         start_w = rois[:, 0] * scale - off
         start_h = rois[:, 1] * scale - off
@@ -151,33 +198,27 @@ class MultiLevelRoIAlign(nn.Module):
             grid_w = torch.ceil(roi_w / ow)
             grid_h = torch.ceil(roi_h / oh)
         count = (grid_h * grid_w).clamp(min=1.0)
-        gw = grid_w.clamp(min=1.0)
-        gh = grid_h.clamp(min=1.0)
-        used_samples = grid_h * grid_w
-        ph = torch.arange(oh, dtype=torch.float32, device=rois.device)
-        pw = torch.arange(ow, dtype=torch.float32, device=rois.device)
-        y_base = start_h[:, None] + ph[None, :] * bin_h[:, None]     # [R, oh]
-        x_base = start_w[:, None] + pw[None, :] * bin_w[:, None]     # [R, ow]
+        rows, wy, ny = self._axis_cells(start_h, bin_h, grid_h, height, oh, self.grid_max[0])
+        cols, wx, nx = self._axis_cells(start_w, bin_w, grid_w, width, ow, self.grid_max[1])
+        # cell p of a bin: row p // nx, column p % nx of the RoI's (ny x nx) window
+        p = torch.arange(self.points, dtype=rois.dtype, device=rois.device)[None, :]
+        ky = torch.floor(p / nx[:, None])
+        kx = p - ky * nx[:, None]
+        used = (p < (ny * nx)[:, None]).to(flat.dtype)                               # [R, P]
+        ky = ky.clamp(max=rows.shape[-1] - 1).long()[:, None, :]
+        kx = kx.clamp(max=cols.shape[-1] - 1).long()[:, None, :]
+        row_idx = torch.gather(rows, 2, ky.expand(n, oh, self.points))              # [R, oh, P]
+        row_w = torch.gather(wy, 2, ky.expand(n, oh, self.points)) * used[:, None, :]
+        col_idx = torch.gather(cols, 2, kx.expand(n, ow, self.points))              # [R, ow, P]
+        col_w = torch.gather(wx, 2, kx.expand(n, ow, self.points))
+        row_start = self.offset[lvl][:, None, None] + row_idx * self.width_int[lvl][:, None, None]
+        idx = (row_start[:, :, None, :] + col_idx[:, None, :, :]).reshape(n * oh * ow, self.points)
+        w = (row_w[:, :, None, :] * col_w[:, None, :, :]).reshape(n * oh * ow, 1, self.points)
         acc = None
-        for p in range(self.samples):
-            # sample p of each bin: row iy = p // grid_w, column ix = p % grid_w (mmcv's order)
-            iy = torch.floor(p / gw)
-            ix = p - iy * gw
-            used = (p < used_samples).to(flat.dtype)[:, None]
-            y = y_base + ((iy + 0.5) * bin_h / gh)[:, None]
-            x = x_base + ((ix + 0.5) * bin_w / gw)[:, None]
-            wy_low, wy_high, y_low, y_high = _axis(y, height[:, None])
-            wx_low, wx_high, x_low, x_high = _axis(x, width[:, None])
-            rows_low = base + (y_low * row[:, :, 0])[:, :, None]
-            rows_high = base + (y_high * row[:, :, 0])[:, :, None]
-            # the four neighbours of every bin's sample in one gather, weighted in one bmm
-            idx = torch.stack([rows_low + x_low[:, None, :], rows_low + x_high[:, None, :],
-                               rows_high + x_low[:, None, :], rows_high + x_high[:, None, :]], -1)
-            w = torch.stack([wy_low[:, :, None] * wx_low[:, None, :], wy_low[:, :, None] * wx_high[:, None, :],
-                             wy_high[:, :, None] * wx_low[:, None, :], wy_high[:, :, None] * wx_high[:, None, :]], -1)
-            w = w * used[:, :, None, None]
-            corners = torch.index_select(flat, 0, idx.reshape(-1)).reshape(n * oh * ow, 4, channels)
-            val = torch.bmm(w.reshape(n * oh * ow, 1, 4), corners)
+        for c in range(0, self.points, self.chunk):
+            k = min(self.chunk, self.points - c)
+            cells = torch.index_select(flat, 0, idx[:, c:c + k].reshape(-1)).reshape(n * oh * ow, k, channels)
+            val = torch.bmm(w[:, :, c:c + k], cells)
             acc = val if acc is None else acc + val
         out = acc.reshape(n, oh * ow, channels) / count[:, None, None]
         return out.reshape(n, oh, ow, channels).permute(0, 3, 1, 2)
