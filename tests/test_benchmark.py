@@ -212,3 +212,11 @@ def test_profile_onnx_cli_writes_tables_and_refuses_other_files(tmp_path, capsys
     assert 'not an .onnx file' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tool.main(['--profile-onnx', path, '--runs', '0'])
+    # two exports of one name (an old and a new one, say) keep a report each, named by folder
+    for folder in ('old', 'new'):
+        (tmp_path / folder).mkdir()
+        _tiny_onnx(tmp_path / folder / 'tiny.onnx')
+    assert tool.main(['--profile-onnx', str(tmp_path / 'old' / 'tiny.onnx'), str(tmp_path / 'new' / 'tiny.onnx'),
+                      '--threads', '1', '--runs', '1', '--results-dir', str(tmp_path / 'both')]) == 0
+    assert sorted(f.name for f in (tmp_path / 'both').iterdir()) == [
+        'onnx_profile_new_tiny.json', 'onnx_profile_new_tiny.md', 'onnx_profile_old_tiny.json', 'onnx_profile_old_tiny.md']

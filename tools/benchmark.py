@@ -118,12 +118,20 @@ def onnx_profile_main(args, machine) -> int:
             print(f'error: --profile-onnx {path}: not an .onnx file; export one with tools/export.py '
                   '--formats onnx (or the main job)', file=sys.stderr)
             return 2
+    names = [os.path.splitext(os.path.basename(path))[0] for path in args.profile_onnx]
+    if len(set(names)) < len(names):  # one file name in several folders: name each report by its folder too
+        names = [f'{os.path.basename(os.path.dirname(os.path.abspath(path)))}_{name}'
+                 for path, name in zip(args.profile_onnx, names)]
+        if len(set(names)) < len(names):
+            print('error: --profile-onnx: two files share a name and a folder name, so their reports would '
+                  'overwrite each other; profile them one at a time with separate --results-dir', file=sys.stderr)
+            return 2
     threads = args.threads[0] if args.threads else None
-    for path in args.profile_onnx:
+    for path, name in zip(args.profile_onnx, names):
         profile = profile_onnx(path, runs=args.runs, threads=threads)
         report = format_onnx_profile(profile, machine=f'{threads or "default"} threads; {machine}')
         print('\n' + report)
-        stem = os.path.join(args.results_dir, 'onnx_profile_' + os.path.splitext(os.path.basename(path))[0])
+        stem = os.path.join(args.results_dir, 'onnx_profile_' + name)
         write_text(stem + '.md', report + '\n')
         write_json(stem + '.json', onnx_profile_json(profile), indent=2)
         print(f'written: {stem}.md, {stem}.json')
