@@ -1,7 +1,6 @@
 """Mask R-CNN end to end (uint8 image in; boxes / scores / labels / masks out, proposals,
 RoIAlign, box and mask heads, NMS and mask pasting in the graph) equals mmdet's predict;
 the in-graph RoIAlign equals mmcv's ``roi_align``."""
-import math
 import os
 
 import pytest
@@ -94,7 +93,7 @@ def _roi_layer(extractor, sampling_ratio=0):
 
 
 def _extract(layer, size, rois, seed=3):
-    """(mmdet's extractor with mmcv's roi_align, ours, levels) on random feature maps."""
+    """On random feature maps: (mmdet's extractor with mmcv's roi_align, ours, our module)."""
     from mmdet.structures.bbox import bbox2roi
     from backbones.export.two_stage import MultiLevelRoIAlign
     sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
@@ -124,36 +123,40 @@ def test_roi_align_equals_mmcv(extractor, sampling_ratio):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def _whole_cell_rois(strides, finest_scale, image):
-    """RoIs whose bins span a whole number of cells (1..5 per axis) on the level they map to,
-    their corner a few ulps around cell borders and powers of two."""
-    boxes = []
-    for level, stride in enumerate(strides):
+def _whole_cell_rois(layer, image):
+    """RoIs whose bins span a whole number of cells (1..5 per axis) on the level mmdet maps
+    them to, their corner a few ulps around cell borders and powers of two."""
+    from mmdet.structures.bbox import bbox2roi
+    boxes, levels = [], []
+    for level, stride in enumerate(layer.featmap_strides):
         for a in range(1, 6):
             for b in range(1, 6):
                 h, w = 7 * a * stride, 7 * b * stride
-                mapped = min(max(math.floor(math.log2(math.sqrt(h * w) / finest_scale + 1e-6)), 0), len(strides) - 1)
                 for corner in (4.0, 8.0, 16.0, 32.0, 64.0, 100.0):
                     for eps in (-3e-5, -1e-6, 0.0, 1e-6, 3e-5, 0.25, 0.5):
                         y = (corner + eps + 0.5) * stride   # feature coordinate corner + eps after the half-pixel offset
                         x = y / 2
-                        if mapped == level and y + h <= image[0] and x + w <= image[1]:
+                        if y + h <= image[0] and x + w <= image[1]:
                             boxes.append([x, y, x + w, y + h])
+                            levels.append(level)
+    boxes = torch.tensor(boxes, dtype=torch.float32)
+    boxes = boxes[layer.map_roi_levels(bbox2roi([boxes]), len(layer.featmap_strides)) == torch.tensor(levels)]
     # found by search: on level 0 (stride 4) rounding puts the last sample of one of these
-    # bins on the row after the window of the bin's grid (a row of weight 0)
+    # bins exactly on the last row of the bin's window; its second row, past the window, has weight 0
+    found = []
     for y0, y1 in ((-3.814697265625e-06, 112.0), (7.999999046325684, 120.0), (15.999994277954102, 156.0)):
-        boxes += [[10.0, y0, 30.0, y1], [y0, 10.0, y1, 30.0]]
-    return torch.tensor(boxes, dtype=torch.float32)
+        found += [[10.0, y0, 30.0, y1], [y0, 10.0, y1, 30.0]]
+    return torch.cat([boxes, torch.tensor(found, dtype=torch.float32)])
 
 
 def test_roi_align_on_bins_of_whole_cells():
     """Where a bin spans a whole number of cells, its first and last samples lie exactly a
-    whole number of cells apart, and rounding can put the last one a cell further than the
-    window of cells the bin reads: such RoIs on every level, at offsets of a few ulps around
+    whole number of cells apart, and rounding can put the last one on the last row of the
+    window of cells the bin reads, its second row past it: such RoIs on every level, at offsets of a few ulps around
     cell borders and powers of two, still equal mmcv's roi_align."""
     layer = _roi_layer('bbox_roi_extractor')
     size = (1024, 1024)
-    rois = _whole_cell_rois(layer.featmap_strides, layer.finest_scale, size)
+    rois = _whole_cell_rois(layer, size)
     expected, got, ours = _extract(layer, size, rois)
     assert len(rois) > 300 and set(ours.levels(rois).tolist()) == set(range(len(layer.featmap_strides)))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

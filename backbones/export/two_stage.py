@@ -93,12 +93,13 @@ class MultiLevelRoIAlign(nn.Module):
         extractor: the mmdet ``SingleRoIExtractor`` (its RoIAlign layers, strides, finest scale).
         size: export size (H, W): bounds the RoIs (boxes are clipped to the image).
         featmap_sizes: (H, W) of the FPN levels the extractor reads.
-        chunk: cells gathered per bin in one gather + batched matmul (memory: ``R x oh x ow x
-            chunk x C`` floats at a time).
     """
 
-    def __init__(self, extractor: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]],
-                 chunk: int = 4) -> None:
+    #: cells gathered per bin in one gather + batched matmul (memory: ``R x oh x ow x CHUNK x C``
+    #: floats at a time)
+    CHUNK = 4
+
+    def __init__(self, extractor: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]]) -> None:
         super().__init__()
         layer = extractor.roi_layers[0]
         if type(layer).__name__ != 'RoIAlign' or getattr(layer, 'pool_mode', 'avg') != 'avg':
@@ -112,7 +113,6 @@ class MultiLevelRoIAlign(nn.Module):
         self.strides = [int(s) for s in extractor.featmap_strides]
         self.finest_scale = float(extractor.finest_scale)
         self.num_levels = len(self.strides)
-        self.chunk = int(chunk)
         sizes = [tuple(int(v) for v in s) for s in featmap_sizes[:self.num_levels]]
         for layer_i, stride in zip(extractor.roi_layers, self.strides):
             assert abs(layer_i.spatial_scale - 1.0 / stride) < 1e-12
@@ -215,8 +215,8 @@ class MultiLevelRoIAlign(nn.Module):
         idx = (row_start[:, :, None, :] + col_idx[:, None, :, :]).reshape(n * oh * ow, self.points)
         w = (row_w[:, :, None, :] * col_w[:, None, :, :]).reshape(n * oh * ow, 1, self.points)
         acc = None
-        for c in range(0, self.points, self.chunk):
-            k = min(self.chunk, self.points - c)
+        for c in range(0, self.points, self.CHUNK):
+            k = min(self.CHUNK, self.points - c)
             cells = torch.index_select(flat, 0, idx[:, c:c + k].reshape(-1)).reshape(n * oh * ow, k, channels)
             val = torch.bmm(w[:, :, c:c + k], cells)
             acc = val if acc is None else acc + val
