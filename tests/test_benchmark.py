@@ -220,3 +220,11 @@ def test_profile_onnx_cli_writes_tables_and_refuses_other_files(tmp_path, capsys
                       '--threads', '1', '--runs', '1', '--results-dir', str(tmp_path / 'both')]) == 0
     assert sorted(f.name for f in (tmp_path / 'both').iterdir()) == [
         'onnx_profile_new_tiny.json', 'onnx_profile_new_tiny.md', 'onnx_profile_old_tiny.json', 'onnx_profile_old_tiny.md']
+    # one name in two folders of one name: refused before anything runs or is written
+    for parent in ('a', 'b'):
+        (tmp_path / parent / 'export').mkdir(parents=True)
+        _tiny_onnx(tmp_path / parent / 'export' / 'tiny.onnx')
+    capsys.readouterr()
+    assert tool.main(['--profile-onnx', str(tmp_path / 'a' / 'export' / 'tiny.onnx'),
+                      str(tmp_path / 'b' / 'export' / 'tiny.onnx'), '--results-dir', str(tmp_path / 'clash')]) == 2
+    assert 'separate --results-dir' in capsys.readouterr().err and not (tmp_path / 'clash').exists()
