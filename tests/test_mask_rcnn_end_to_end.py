@@ -92,34 +92,81 @@ def _roi_layer(extractor, sampling_ratio=0):
     return layer
 
 
-def _extract(layer, size, rois, seed=3):
-    """On random feature maps: (mmdet's extractor with mmcv's roi_align, ours, our module)."""
+def _extract(layer, size, rois, seed=3, per_cell=False):
+    """On random feature maps: (mmdet's extractor with mmcv's roi_align, ours, our module);
+    ``per_cell``: ours in the form the ExecuTorch export uses (one cell of every bin at a time)."""
     from mmdet.structures.bbox import bbox2roi
     from backbones.export.two_stage import MultiLevelRoIAlign
     sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
     g = torch.Generator().manual_seed(seed)
     feats = [torch.randn(1, layer.out_channels, h, w, generator=g) for h, w in sizes]
     ours = MultiLevelRoIAlign(layer, size, sizes)
+    ours.per_cell = per_cell
     assert torch.equal(ours.levels(rois), layer.map_roi_levels(bbox2roi([rois]), len(sizes)))
     return layer(tuple(feats), bbox2roi([rois])), ours(feats, rois), ours
 
 
+@pytest.mark.parametrize('per_cell', [False, True], ids=['chunks', 'per-cell'])
 @pytest.mark.parametrize('sampling_ratio', [0, 2])
 @pytest.mark.parametrize('extractor', ['bbox_roi_extractor', 'mask_roi_extractor'])
-def test_roi_align_equals_mmcv(extractor, sampling_ratio):
+def test_roi_align_equals_mmcv(extractor, sampling_ratio, per_cell):
     """The gather-based multi-level RoIAlign equals mmdet's SingleRoIExtractor with mmcv's
     roi_align (adaptive sampling grid, or a fixed one, aligned) on every level, for RoIs of all
-    sizes and shapes; with the adaptive grid each bin gathers fewer cells than its samples'
-    bilinear neighbours."""
+    sizes and shapes, in both its forms (cells gathered in chunks for batched matmuls, or one
+    at a time with multiply-adds, as exported to ExecuTorch); with the adaptive grid each bin
+    gathers fewer cells than its samples' bilinear neighbours."""
     layer = _roi_layer(extractor, sampling_ratio)
     size = (512, 640)  # large enough for RoIs on every level (sqrt(area) >= 448 on the top one)
     rois = _rois(size)
-    expected, got, ours = _extract(layer, size, rois)
+    expected, got, ours = _extract(layer, size, rois, per_cell=per_cell)
     assert set(ours.levels(rois).tolist()) == set(range(len(layer.featmap_strides)))  # every level is exercised
     if sampling_ratio:
         assert (ours.samples, ours.points) == (4, 16)
     else:
         assert 1 < ours.samples and ours.points < 4 * ours.samples
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+class _RoIAlignOnPyramid(torch.nn.Module):
+    """One input (the finest level) -> the RoI features of fixed RoIs; the coarser levels are
+    the finest sub-sampled (an exportable stand-in for an FPN)."""
+
+    def __init__(self, align, rois, levels):
+        super().__init__()
+        self.align = align
+        self.levels = levels
+        self.register_buffer('rois', rois)
+
+    def pyramid(self, x):
+        return [x[:, :, ::2 ** i, ::2 ** i] for i in range(self.levels)]
+
+    def forward(self, x):
+        return self.align(self.pyramid(x), self.rois)
+
+
+def test_executorch_export_gathers_per_cell(tmp_path):
+    """The ExecuTorch writer lowers the in-graph RoIAlign one cell at a time (no batched
+    matmul, one gather per cell a bin reads), leaves the module as it was, and the program
+    equals mmcv's roi_align."""
+    pytest.importorskip('executorch')
+    from mmdet.structures.bbox import bbox2roi
+    from backbones.export.formats import executorch_runner, write_executorch
+    from backbones.export.two_stage import MultiLevelRoIAlign
+    layer = _roi_layer('bbox_roi_extractor')
+    size = (128, 160)
+    sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
+    rois = _rois(size, n=24)[:24]  # the random ones: inside the image, as the detector clips them
+    align = MultiLevelRoIAlign(layer, size, sizes)
+    module = _RoIAlignOnPyramid(align, rois, len(sizes)).eval()
+    x = torch.randn(1, layer.out_channels, *sizes[0], generator=torch.Generator().manual_seed(5))
+    path = str(tmp_path / 'roi_align.pte')
+    written = write_executorch(module, x, path)
+    assert align.per_cell is False
+    assert written.not_delegated.get('aten.index_select.default') == align.points, written.not_delegated
+    assert 'aten.bmm.default' not in written.not_delegated
+    got = executorch_runner(path)(x)[0]
+    # mmcv's CPU roi_align reads a strided view as if contiguous
+    expected = layer(tuple(level.contiguous() for level in module.pyramid(x)), bbox2roi([rois]))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -149,7 +196,8 @@ def _whole_cell_rois(layer, image):
     return torch.cat([boxes, torch.tensor(found, dtype=torch.float32)])
 
 
-def test_roi_align_on_bins_of_whole_cells():
+@pytest.mark.parametrize('per_cell', [False, True], ids=['chunks', 'per-cell'])
+def test_roi_align_on_bins_of_whole_cells(per_cell):
     """Where a bin spans a whole number of cells, its first and last samples lie exactly a
     whole number of cells apart, and rounding can put the last one on the last row of the
     window of cells the bin reads, its second row past it: such RoIs on every level, at offsets of a few ulps around
@@ -157,7 +205,7 @@ def test_roi_align_on_bins_of_whole_cells():
     layer = _roi_layer('bbox_roi_extractor')
     size = (1024, 1024)
     rois = _whole_cell_rois(layer, size)
-    expected, got, ours = _extract(layer, size, rois)
+    expected, got, ours = _extract(layer, size, rois, per_cell=per_cell)
     assert len(rois) > 300 and set(ours.levels(rois).tolist()) == set(range(len(layer.featmap_strides)))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 

@@ -99,10 +99,14 @@ def _counts(node) -> bool:
 
 def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Written:
     """Lower to XNNPACK and write the .pte; reports the share of operators delegated and the
-    operators left to ExecuTorch's portable kernels."""
+    operators left to ExecuTorch's portable kernels. An in-graph RoIAlign gathers one cell
+    at a time here (:func:`~.two_stage.gathers_per_cell`)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    edge = to_edge_transform_and_lower(torch.export.export(module, (example,)), partitioner=[XnnpackPartitioner()])
+    from .two_stage import gathers_per_cell
+    with gathers_per_cell(module):
+        program = torch.export.export(module, (example,))
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     graph_module = edge.exported_program().graph_module
     delegated = 0
     left: Dict[str, int] = {}
