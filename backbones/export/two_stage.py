@@ -181,6 +181,36 @@ class MultiLevelRoIAlign(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         oh, ow = self.output_size
+        flat, idx, w, count = self.bin_cells(feats, rois)
+        acc = self._sum_per_cell(flat, idx, w) if self.per_cell else self._sum_in_chunks(flat, idx, w)
+        out = acc.reshape(rois.shape[0], oh * ow, flat.shape[1]) / count[:, None, None]
+        return out.reshape(rois.shape[0], oh, ow, flat.shape[1]).permute(0, 3, 1, 2)
+
+    def _sum_in_chunks(self, flat: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Gathers ``CHUNK`` cells of every bin at a time, weighted by a batched matmul:
+        ``[R * oh * ow, 1, C]``."""
+        acc, w = None, w[:, None, :]
+        for c in range(0, self.points, self.CHUNK):
+            k = min(self.CHUNK, self.points - c)
+            cells = torch.index_select(flat, 0, idx[:, c:c + k].reshape(-1)).reshape(idx.shape[0], k, flat.shape[1])
+            val = torch.bmm(w[:, :, c:c + k], cells)
+            acc = val if acc is None else acc + val
+        return acc
+
+    def _sum_per_cell(self, flat: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Gathers one cell of every bin at a time, weighted by a multiply-add: ``[R * oh * ow, C]``."""
+        acc = None
+        for c in range(self.points):
+            val = torch.index_select(flat, 0, idx[:, c]) * w[:, c:c + 1]
+            acc = val if acc is None else acc + val
+        return acc
+
+    def bin_cells(self, feats: Sequence[torch.Tensor], rois: torch.Tensor):
+        """The feature cells every bin reads and their weights: ``flat [cells, C]`` (the levels
+        concatenated, channels last), ``idx`` and ``w`` ``[R * oh * ow, points]`` (rows of
+        ``flat``, weights; unused slots weigh 0), and each RoI's sample count ``[R]`` (the
+        average's divisor)."""
+        oh, ow = self.output_size
         channels = feats[0].shape[1]
         flat = torch.cat([f[0].permute(1, 2, 0).reshape(-1, channels) for f in feats[:self.num_levels]])
         n = rois.shape[0]
@@ -218,21 +248,8 @@ class MultiLevelRoIAlign(nn.Module):
         col_w = torch.gather(wx, 2, kx.expand(n, ow, self.points))
         row_start = self.offset[lvl][:, None, None] + row_idx * self.width_int[lvl][:, None, None]
         idx = (row_start[:, :, None, :] + col_idx[:, None, :, :]).reshape(n * oh * ow, self.points)
-        w = (row_w[:, :, None, :] * col_w[:, None, :, :]).reshape(n * oh * ow, 1, self.points)
-        acc = None
-        if self.per_cell:
-            w = w.reshape(n * oh * ow, self.points)
-            for c in range(self.points):
-                val = torch.index_select(flat, 0, idx[:, c]) * w[:, c:c + 1]
-                acc = val if acc is None else acc + val
-        else:
-            for c in range(0, self.points, self.CHUNK):
-                k = min(self.CHUNK, self.points - c)
-                cells = torch.index_select(flat, 0, idx[:, c:c + k].reshape(-1)).reshape(n * oh * ow, k, channels)
-                val = torch.bmm(w[:, :, c:c + k], cells)
-                acc = val if acc is None else acc + val
-        out = acc.reshape(n, oh * ow, channels) / count[:, None, None]
-        return out.reshape(n, oh, ow, channels).permute(0, 3, 1, 2)
+        w = (row_w[:, :, None, :] * col_w[:, None, :, :]).reshape(n * oh * ow, self.points)
+        return flat, idx, w, count
 
 
 @contextlib.contextmanager
