@@ -92,12 +92,16 @@ def _roi_layer(extractor, sampling_ratio=0):
     return layer
 
 
+def _level_sizes(layer, size):
+    return [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
+
+
 def _extract(layer, size, rois, seed=3, per_cell=False):
     """On random feature maps: (mmdet's extractor with mmcv's roi_align, ours, our module);
     ``per_cell``: ours in the form the ExecuTorch export uses (one cell of every bin at a time)."""
     from mmdet.structures.bbox import bbox2roi
     from backbones.export.two_stage import MultiLevelRoIAlign
-    sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
+    sizes = _level_sizes(layer, size)
     g = torch.Generator().manual_seed(seed)
     feats = [torch.randn(1, layer.out_channels, h, w, generator=g) for h, w in sizes]
     ours = MultiLevelRoIAlign(layer, size, sizes)
@@ -154,7 +158,7 @@ def test_executorch_export_gathers_per_cell(tmp_path):
     from backbones.export.two_stage import MultiLevelRoIAlign
     layer = _roi_layer('bbox_roi_extractor')
     size = (128, 160)
-    sizes = [(size[0] // s, size[1] // s) for s in layer.featmap_strides]
+    sizes = _level_sizes(layer, size)
     rois = _rois(size, n=24)[:24]  # the random ones: inside the image, as the detector clips them
     align = MultiLevelRoIAlign(layer, size, sizes)
     module = _RoIAlignOnPyramid(align, rois, len(sizes)).eval()
