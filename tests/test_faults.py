@@ -96,6 +96,8 @@ def test_export_tool_argument_errors(tmp_path, capsys):
     assert 'must be positive' in _usage_error(main, ['edgevit_xxs', '--size', '-8', '64'], capsys)
     assert 'at least 32 pixels' in _usage_error(main, ['efficientformerv2_s0', '--size', '16', '16'], capsys)
     assert '--checkpoint' in _usage_error(main, ['edgevit_xxs', '--checkpoint', str(tmp_path / 'no.pth')], capsys)
+    err = _usage_error(main, ['edgevit_xxs', '--cfg-options', 'model.test_cfg.rcnn.max_per_img=20'], capsys)
+    assert '--cfg-options: edgevit_xxs is a backbone name' in err and 'config file' in err
     blocker = tmp_path / 'a_file'
     blocker.write_text('')
     err = _usage_error(main, ['edgevit_xxs', '--out-dir', str(blocker / 'export')], capsys)

@@ -16,13 +16,14 @@ from .test_end_to_end import DET, SIZE, _image, _mmdet_predict, match_detections
 CONFIGS = ['mask-rcnn_edgevit-xxs_fpn_8xb2-1x_coco.py', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py']
 
 
-def mask_rcnn(config, seed=0):
+def mask_rcnn(config, seed=0, cfg_options=None):
     """A Mask R-CNN with random weights tuned so that many proposals and detections survive:
     objectness above 0.5 for most anchors, class logits spread well above the background's
     (hundreds of (proposal, class) pairs over ``score_thr``, NMS has plenty to suppress), mask
-    logits spread so that masks are neither empty nor full."""
+    logits spread so that masks are neither empty nor full. ``cfg_options`` as
+    ``--cfg-options`` gives them."""
     torch.manual_seed(seed)
-    model, _ = build_model_from_config(str(DET / config))
+    model, _ = build_model_from_config(str(DET / config), cfg_options)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.rpn_head.rpn_cls.bias.fill_(1.0)
@@ -34,7 +35,7 @@ def mask_rcnn(config, seed=0):
         logits.bias.fill_(0.5)
     model.eval()
     target = Target(config[:-3], DenseDetector(prepare_for_export(model, SIZE)).eval(), SIZE, model, 'two-stage')
-    return model, end_to_end(target)
+    return model, end_to_end(target, cfg_options=cfg_options)
 
 
 def _mask_iou(a, b):
@@ -235,6 +236,39 @@ def test_mask_rcnn_end_to_end_eager_equals_mmdet_predict(config):
         outputs = target.module(image)
     assert [tuple(o.shape) for o in outputs] == [(100, 4), (100,), (100,), (100, *SIZE)]
     print(config, 'eager', check_instances(outputs, expected))
+
+
+def test_cfg_options_set_proposal_and_detection_slots():
+    """Fewer proposals and detection slots (a phone's setting, through --cfg-options) give
+    mmdet's predict under the same settings, in graphs of those sizes, recorded in the meta."""
+    options = {'model.test_cfg.rpn.max_per_img': 150, 'model.test_cfg.rcnn.max_per_img': 12}
+    model, target = mask_rcnn(CONFIGS[1], SEED, options)
+    assert model.test_cfg.rpn.max_per_img == 150 and model.test_cfg.rcnn.max_per_img == 12
+    assert target.meta['proposals'] == 150 and target.meta['max_detections'] == 12
+    assert target.meta['cfg_options'] == options
+    image = _image()
+    expected = _mmdet_predict(model, image)
+    with torch.no_grad():
+        outputs = target.module(image)
+    assert [tuple(o.shape) for o in outputs] == [(12, 4), (12,), (12,), (12, *SIZE)]
+    assert len(expected) == 12
+    count, box_iou, score_diff, mask_iou, _ = check_instances(outputs, expected)
+    assert count == 12 and box_iou > 0.999 and score_diff < 1e-5 and mask_iou > 0.99
+
+
+def test_misspelt_cfg_options_are_named():
+    from backbones.export.benchmark import options_label
+    from backbones.runtime.models import new_config_keys
+    config = str(DET / CONFIGS[1])
+    new = new_config_keys(config, {'model.test_cfg.rcnn.max_per_img': 20, 'model.test_cfg.rcnn.max_per_imgs': 20,
+                                   'model.test_cfg.rpm.max_per_img': 300})
+    assert sorted(new) == ['model.test_cfg.rcnn.max_per_imgs', 'model.test_cfg.rpm.max_per_img']
+    assert 'max_per_img' in new['model.test_cfg.rcnn.max_per_imgs']  # what rcnn has, to spot the typo
+    assert new['model.test_cfg.rpm.max_per_img'].startswith('model.test_cfg has') and 'rpn' in new[
+        'model.test_cfg.rpm.max_per_img']
+    assert options_label({'model.test_cfg.rpn.max_per_img': 300, 'model.test_cfg.rcnn.max_per_img': 20}) == \
+        '@rpn.max_per_img=300,rcnn.max_per_img=20'
+    assert options_label(None) == ''
 
 
 @pytest.fixture

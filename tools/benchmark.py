@@ -31,6 +31,12 @@ post-processing costs. Without models it takes RetinaNet at 640x640 and Semantic
 640x640 (ExecuTorch fp32, 1 thread):
 
     python tools/benchmark.py --end-to-end
+
+--cfg-options key=value ... overrides the configs' settings there (as mmdet's tools do), e.g.
+Mask R-CNN with fewer proposals and detection slots:
+
+    python tools/benchmark.py --end-to-end configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py \
+        --cfg-options model.test_cfg.rpn.max_per_img=300 model.test_cfg.rcnn.max_per_img=20
 """
 import argparse
 import os
@@ -64,7 +70,7 @@ def end_to_end_main(args, machine) -> int:
     for config, size in jobs:
         timings += run_end_to_end_benchmark([config], size, fmt, threads, args.seconds, args.out_dir,
                                             log=lambda s: print(s, flush=True), reuse=args.reuse,
-                                            torch_threads=args.torch_threads)
+                                            torch_threads=args.torch_threads, cfg_options=args.cfg_options)
     table = format_end_to_end_table(timings, machine)
     print('\n' + table)
     write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
@@ -144,6 +150,7 @@ def main(argv=None) -> int:
     from backbones.fileio import write_json, write_text
     from backbones.registry import variant_names
     from backbones.runtime.cli import positive_int, quiet_third_party_warnings
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('models', nargs='*', help='backbone names or config files (default: every registered backbone)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
@@ -179,8 +186,13 @@ def main(argv=None) -> int:
     parser.add_argument('--clone-outputs', action='store_true',
                         help="time ExecuTorch with its Python bindings' output clones (with --torch-threads 0: "
                              'as this benchmark timed before; default: outputs read in place, as an app does)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='--end-to-end: override settings of every config, e.g. model.test_cfg.rpn.max_per_img=300 '
+                             '(the models are named with them)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     args = parser.parse_args(argv)
+    if args.cfg_options and not args.end_to_end:
+        parser.error('--cfg-options applies to --end-to-end (config files); backbones take none')
     quiet_third_party_warnings()
     machine = machine_description()
     if args.end_to_end:

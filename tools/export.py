@@ -18,6 +18,13 @@ masks uint8 [K, H, W] (proposals, RoIAlign, box and mask heads, NMS and mask pas
 graph: backbones.export.two_stage), or seg_map out; metadata in the file (ONNX, Core ML) or in
 <name>.json beside a .pte. --raw exports the raw network outputs instead (Mask R-CNN: FPN
 features and RPN outputs, the RoI stages then run on the host: backbones.export.targets).
+--cfg-options key=value ... overrides config settings as mmdet's tools do, e.g. fewer
+proposals and detection slots for a phone (every slot costs a box-head pass and a mask-head
+pass whether or not it holds a detection):
+
+    python tools/export.py configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py --size 640 640 \
+        --cfg-options model.test_cfg.rpn.max_per_img=300 model.test_cfg.rcnn.max_per_img=20
+
 Without --checkpoint the weights are random (a warning says so); existing files are kept
 unless --force; a format that fails is reported and the exit status is non-zero.
 """
@@ -72,7 +79,14 @@ def parse_args(argv=None):
                         help='detectors / segmentors: export the raw network outputs (float NCHW input) instead of '
                              'the end-to-end model (uint8 RGB image in; boxes, scores, labels / seg_map out)')
     parser.add_argument('--force', action='store_true', help='overwrite existing files')
+    from mmengine.config import DictAction  # no torch import
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='config files only: override settings before the export, e.g. '
+                             'model.test_cfg.rcnn.max_per_img=20 (recorded in the export\'s metadata)')
     args = parser.parse_args(argv)
+    if args.cfg_options and not args.model.endswith('.py'):
+        parser.error(f'--cfg-options: {args.model} is a backbone name; config options apply to a config file, '
+                     'e.g. configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
     if min(args.size) < 1:
         parser.error(f'--size {args.size[0]} {args.size[1]}: height and width must be positive, e.g. --size 224 224')
     if min(args.size) < MIN_SIDE:
@@ -101,15 +115,21 @@ def main(argv=None) -> int:
     quiet_third_party_warnings()
     if not args.checkpoint and not args.model.endswith('.py'):
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
+    if args.cfg_options and os.path.isfile(args.model):
+        from backbones.runtime.models import new_config_keys
+        for key, where in new_config_keys(args.model, args.cfg_options).items():
+            warnings.warn(f'--cfg-options {key}: not in {args.model} ({where}); it is added as given, '
+                          'so check its spelling: a misspelt key leaves the setting it meant unchanged')
     try:
-        target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial)
+        target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial,
+                              cfg_options=args.cfg_options)
     except (CheckpointFileError, CheckpointMismatchError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if args.model.endswith('.py') and not args.checkpoint and not _config_loads_weights(target):
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
     if not args.raw and target.kind in ('retinanet', 'two-stage', 'segmentor'):
-        target = end_to_end(target, config=args.model, checkpoint=args.checkpoint)
+        target = end_to_end(target, config=args.model, checkpoint=args.checkpoint, cfg_options=args.cfg_options)
     calibration = calibration_images(args.calib, tuple(args.size), uint8=target.takes_images) if args.calib else None
     print(f'{target.name} ({target.kind}) at {args.size[0]}x{args.size[1]}', flush=True)
     failed = export_formats(target, args.formats, args.out_dir, force=args.force, calibration=calibration,

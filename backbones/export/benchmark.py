@@ -24,6 +24,7 @@ the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import os.path as osp
 import statistics
@@ -332,20 +333,30 @@ class EndToEndTiming:
         return self.outside_xnnpack_ms / self.end_to_end_ms
 
 
+def options_label(cfg_options: Optional[Dict[str, object]]) -> str:
+    """What a name gains from config overrides: ``'@rpn.max_per_img=300,rcnn.max_per_img=20'``
+    (the last two parts of each key), ``''`` without any."""
+    if not cfg_options:
+        return ''
+    return '@' + ','.join(f'{".".join(key.split(".")[-2:])}={value}' for key, value in cfg_options.items())
+
+
 def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt: str, threads: Sequence[int],
                              seconds: float, out_dir: str, log: Callable[[str], None] = print,
-                             reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS
-                             ) -> List[EndToEndTiming]:
+                             reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS,
+                             cfg_options: Optional[Dict[str, object]] = None) -> List[EndToEndTiming]:
     """Export each config (RetinaNet, Mask R-CNN or Semantic FPN) raw and end to end to
     ``fmt`` at ``size`` and time the two interleaved: the difference is the cost of the
-    in-graph input conversion and post-processing."""
+    in-graph input conversion and post-processing. ``cfg_options`` (as ``--cfg-options``)
+    are merged into every config; the models' names and files carry them."""
     from .contract import end_to_end
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     image = torch.randint(0, 256, (1, *size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     results: List[EndToEndTiming] = []
     for config in configs:
-        label = target_name(config)
-        target = build_target(config, size)  # its kind, and the model to export
+        label = target_name(config) + options_label(cfg_options)
+        # its kind, and the model to export (named with the options: its files are other files)
+        target = dataclasses.replace(build_target(config, size, cfg_options=cfg_options), name=label)
         kind, paths = target.kind, {}
         for variant, example in (('raw', x), ('end_to_end', image)):
             folder = osp.join(out_dir, 'models', variant)
@@ -354,7 +365,7 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
                 paths[variant] = path
                 log(f'reusing {path}')
                 continue
-            module = target if variant == 'raw' else end_to_end(target, config=config)
+            module = target if variant == 'raw' else end_to_end(target, config=config, cfg_options=cfg_options)
             result = export(module, fmt, folder, example=example)
             paths[variant] = result.path
             log(f'exported {label} {variant} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
@@ -363,7 +374,7 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
         if kind == 'two-stage':
             # the box and mask heads run on XNNPACK inside the end-to-end graph: timed alone
             folder = osp.join(out_dir, 'models', 'end_to_end')
-            heads = RoIHeads(end_to_end(target, config=config).module.post).eval()
+            heads = RoIHeads(end_to_end(target, config=config, cfg_options=cfg_options).module.post).eval()
             heads_input = heads.example()
             path = export_path(f'{label}_roi_heads', fmt, size, folder)
             if not (reuse and osp.exists(path)):

@@ -9,7 +9,7 @@ plus ``masks`` uint8 ``[K, H, W]`` (0 / 1, zero past the detections; :mod:`.two_
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -127,10 +127,12 @@ def class_names(model: nn.Module, kind: str) -> Tuple[str, ...]:
     return tuple(CocoDataset.METAINFO['classes'])
 
 
-def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optional[str] = None) -> Target:
+def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optional[str] = None,
+               cfg_options: Optional[Dict[str, Any]] = None) -> Target:
     """The end-to-end version of a ``retinanet``, ``two-stage`` (Mask R-CNN) or ``segmentor``
     target (same name and size): uint8 image in, boxes / scores / labels (and masks) or seg_map
-    out, with its metadata in ``meta``."""
+    out, with its metadata in ``meta`` (``cfg_options``: the overrides the target was built
+    with, recorded there)."""
     model = target.full_model
     if target.kind not in OUTPUT_NAMES:
         raise NotImplementedError(f'{target.kind} targets have no end-to-end export yet (use --raw)')
@@ -154,6 +156,8 @@ def end_to_end(target: Target, config: Optional[str] = None, checkpoint: Optiona
         score_thr = post.score_thr
     meta = metadata(target.kind, class_names(model, target.kind), (h, w), mean, std, score_thr,
                     config=config, checkpoint=checkpoint)
+    if cfg_options:
+        meta['cfg_options'] = {key: _plain(value) for key, value in cfg_options.items()}
     if target.kind == 'retinanet':
         meta.update(max_detections=post.max_per_img, iou_threshold=post.iou_threshold, nms_candidates=post.candidates)
     elif target.kind == 'two-stage':
@@ -174,6 +178,15 @@ def metadata(kind: str, classes: Sequence[str], size: Tuple[int, int], mean: Seq
                 input_dtype='uint8', color_order='RGB', mean=list(mean), std=list(std), score_threshold=score_thr,
                 outputs=OUTPUT_NAMES[kind], config=config, checkpoint=checkpoint or None,
                 weights='checkpoint' if checkpoint else 'random', edgeformers_version=package_version())
+
+
+def _plain(value: Any) -> Any:
+    """A ``--cfg-options`` value as JSON holds it (mmengine's DictAction gives tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------------- artifacts

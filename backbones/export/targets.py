@@ -121,13 +121,17 @@ def export_names():
 
 
 def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None,
-                 partial: bool = False) -> Target:
+                 partial: bool = False, cfg_options: Optional[Dict[str, Any]] = None) -> Target:
     """A backbone by variant name (``edgevit_xxs`` ... ``efficientformerv2_l``, see
-    :func:`export_names`) or a detection / segmentation config file.
+    :func:`export_names`) or a detection / segmentation config file, with ``cfg_options``
+    (config only) merged into the config first, as mmdet's tools take ``--cfg-options``.
 
     ``checkpoint`` is loaded strictly: one that does not fit the model is refused unless
     ``partial`` (which loads what fits and lists the rest)."""
     check_size(size)
+    if cfg_options and name_or_config in export_names():
+        raise ValueError(f'{name_or_config} is a backbone name, not a config: config options '
+                         f'({", ".join(cfg_options)}) apply to config files only')
     if name_or_config in export_names():
         variant = get_variant(name_or_config)
         cfg = dict(arch=variant.arch, **variant.cls.size_kwargs(size))
@@ -140,7 +144,7 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
     if not osp.isfile(name_or_config):
         raise FileNotFoundError(f'{name_or_config!r} is neither a backbone name ({", ".join(export_names())}) '
                                 'nor a config file')
-    model, scope = build_model_from_config(name_or_config)
+    model, scope = build_model_from_config(name_or_config, cfg_options)
     if checkpoint:
         from ..checkpoints.loading import load_model_checkpoint
         load_model_checkpoint(model, checkpoint, partial=partial)

@@ -28,11 +28,35 @@ def config_scope(cfg: Config) -> str:
     return cfg.get('default_scope', 'mmdet')
 
 
-def build_model_from_config(config: str):
+def new_config_keys(config: str, cfg_options: Dict[str, Any]) -> Dict[str, str]:
+    """The keys of ``cfg_options`` (dotted, as ``--cfg-options`` takes them) that ``config``
+    does not have: ``{key: what the deepest existing part of its path holds}``. mmengine
+    adds such keys silently; a misspelt one leaves the setting it meant at its default."""
+    tree = load_config(config).to_dict()
+    new: Dict[str, str] = {}
+    for key in cfg_options:
+        node: Any = tree
+        parts = key.split('.')
+        for depth, part in enumerate(parts):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+                continue
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            where = '.'.join(parts[:depth]) or 'the config'
+            has = ', '.join(sorted(str(k) for k in node)) if isinstance(node, dict) else type(node).__name__
+            new[key] = f'{where} has {has}'
+            break
+    return new
+
+
+def build_model_from_config(config: str, cfg_options: Optional[Dict[str, Any]] = None):
     """The model of an mmdet / mmseg config (pretrained weights not loaded), with its
-    toolbox's modules registered; returns ``(model, scope)``."""
+    toolbox's modules registered, after ``cfg_options`` (``{'model.test_cfg.rcnn.max_per_img':
+    20}``, as ``--cfg-options`` gives them) are merged in; returns ``(model, scope)``."""
     import backbones  # noqa: F401  (registers the families)
-    cfg = load_config(config)
+    cfg = load_config(config, cfg_options)
     scope = config_scope(cfg)
     if scope == 'mmseg':
         from mmseg.registry import MODELS
