@@ -115,11 +115,6 @@ def main(argv=None) -> int:
     quiet_third_party_warnings()
     if not args.checkpoint and not args.model.endswith('.py'):
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
-    if args.cfg_options and os.path.isfile(args.model):
-        from backbones.runtime.models import new_config_keys
-        for key, where in new_config_keys(args.model, args.cfg_options).items():
-            warnings.warn(f'--cfg-options {key}: not in {args.model} ({where}); it is added as given, '
-                          'so check its spelling: a misspelt key leaves the setting it meant unchanged')
     try:
         target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial,
                               cfg_options=args.cfg_options)

@@ -144,6 +144,12 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
     if not osp.isfile(name_or_config):
         raise FileNotFoundError(f'{name_or_config!r} is neither a backbone name ({", ".join(export_names())}) '
                                 'nor a config file')
+    if cfg_options:
+        import warnings
+        from ..runtime.models import new_config_keys
+        for key, where in new_config_keys(name_or_config, cfg_options).items():
+            warnings.warn(f'--cfg-options {key}: not in {name_or_config} ({where}); it is added as given, '
+                          'so check its spelling: a misspelt key leaves the setting it meant unchanged')
     model, scope = build_model_from_config(name_or_config, cfg_options)
     if checkpoint:
         from ..checkpoints.loading import load_model_checkpoint
