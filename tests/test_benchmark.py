@@ -23,6 +23,21 @@ def test_ratios_table_and_plot(tmp_path):
     assert (tmp_path / 'plot.png').stat().st_size > 1000 and png.endswith('.png')
 
 
+def test_machine_description_names_the_cpu_generation(tmp_path):
+    """One marketing name ('AMD EPYC') covers several generations; the tables name family,
+    model and vector extension (the first processor's block of /proc/cpuinfo)."""
+    from backbones.export.benchmark import machine_description
+    x86 = tmp_path / 'x86'
+    x86.write_text('processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n'
+                   'model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f avx512bw\n\n'
+                   'processor\t: 1\ncpu family\t: 99\nmodel name\t: other\n')
+    assert machine_description(str(x86)).startswith('AMD EPYC (family 26, model 2, AVX-512), ')
+    arm = tmp_path / 'arm'
+    arm.write_text('processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\n')
+    assert ' (NEON), ' in machine_description(str(arm))
+    assert '(' not in machine_description(str(tmp_path / 'missing'))  # no cpuinfo: the platform's name
+
+
 def test_interleaved_timing_gives_every_model_its_share():
     from backbones.export.benchmark import time_interleaved
     calls = {'a': 0, 'b': 0}

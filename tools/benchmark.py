@@ -35,7 +35,7 @@ post-processing costs. Without models it takes RetinaNet at 640x640 and Semantic
 --cfg-options key=value ... overrides the configs' settings there (as mmdet's tools do), e.g.
 Mask R-CNN with fewer proposals and detection slots:
 
-    python tools/benchmark.py --end-to-end configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py \
+    python tools/benchmark.py --end-to-end configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py \\
         --cfg-options model.test_cfg.rpn.max_per_img=300 model.test_cfg.rcnn.max_per_img=20
 """
 import argparse
@@ -76,8 +76,8 @@ def end_to_end_main(args, machine) -> int:
     write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
     write_json(os.path.join(args.out_dir, 'end_to_end.json'),
                dict(machine=machine, timings=[dict(vars(t), post_ms=t.post_ms, post_share=t.post_share,
-                                                   outside_xnnpack_ms=t.outside_xnnpack_ms,
-                                                   outside_xnnpack_share=t.outside_xnnpack_share)
+                                                   other_post_ms=t.other_post_ms,
+                                                   other_post_share=t.other_post_share)
                                               for t in timings]), indent=2)
     return 0
 

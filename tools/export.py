@@ -19,10 +19,11 @@ graph: backbones.export.two_stage), or seg_map out; metadata in the file (ONNX, 
 <name>.json beside a .pte. --raw exports the raw network outputs instead (Mask R-CNN: FPN
 features and RPN outputs, the RoI stages then run on the host: backbones.export.targets).
 --cfg-options key=value ... overrides config settings as mmdet's tools do, e.g. fewer
-proposals and detection slots for a phone (every slot costs a box-head pass and a mask-head
-pass whether or not it holds a detection):
+proposals and detection slots for a phone (the shapes are fixed: every proposal costs a
+RoIAlign and a box-head pass, every detection slot a mask-head pass, whether or not it holds
+anything):
 
-    python tools/export.py configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py --size 640 640 \
+    python tools/export.py configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py --size 640 640 \\
         --cfg-options model.test_cfg.rpn.max_per_img=300 model.test_cfg.rcnn.max_per_img=20
 
 Without --checkpoint the weights are random (a warning says so); existing files are kept
