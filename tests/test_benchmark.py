@@ -243,3 +243,17 @@ def test_profile_onnx_cli_writes_tables_and_refuses_other_files(tmp_path, capsys
     assert tool.main(['--profile-onnx', str(tmp_path / 'a' / 'export' / 'tiny.onnx'),
                       str(tmp_path / 'b' / 'export' / 'tiny.onnx'), '--results-dir', str(tmp_path / 'clash')]) == 2
     assert 'separate --results-dir' in capsys.readouterr().err and not (tmp_path / 'clash').exists()
+
+
+def test_end_to_end_table_splits_post_processing():
+    """What the end-to-end graph adds (end to end less raw), and for Mask R-CNN the part
+    besides its RoI heads (timed alone); one-stage models have no such part."""
+    from backbones.export.benchmark import EndToEndTiming, format_end_to_end_table
+    two = EndToEndTiming('mask-rcnn@rpn.max_per_img=300', 'two-stage', 'executorch', 1, (640, 640), 400.0, 1200.0, 5,
+                         delegated_post_ms=200.0)
+    one = EndToEndTiming('retinanet', 'one-stage', 'executorch', 1, (640, 640), 1000.0, 1100.0, 5)
+    assert (two.post_ms, two.other_post_ms) == (800.0, 600.0) and two.other_post_share == pytest.approx(0.5)
+    assert one.other_post_ms == one.post_ms == 100.0
+    table = format_end_to_end_table([two, one], 'test machine')
+    assert 'besides RoI heads ms' in table and 'test machine' in table
+    assert '| mask-rcnn@rpn.max_per_img=300 | 640x640 | executorch | 1 | 400.00 | 1200.00 | 800.00 | 66.7% | 600.00 | 50.0% |' in table
