@@ -133,6 +133,59 @@ def _call(fmt: str, path: str, x: torch.Tensor, threads: int, clone_outputs: boo
     return lambda: run(x)
 
 
+#: run in a fresh interpreter by :func:`peak_memory_mb`: argv = fmt, path, shape, dtype, threads
+_PEAK_SCRIPT = r"""
+import json, resource, sys
+import torch
+from backbones.export.formats import get_format
+fmt, path, shape, dtype, threads = sys.argv[1:]
+x = torch.zeros([int(n) for n in shape.split('x')], dtype=getattr(torch, dtype))
+runner = get_format(fmt).runner
+if fmt.startswith('executorch'):
+    from executorch.extension.pybindings import portable_lib  # noqa: F401 (its import is not the model's)
+else:
+    import onnxruntime  # noqa: F401
+
+def status_kb(field):
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+
+def maxrss_kb():  # the process's peak so far: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == 'darwin' else 1)
+
+try:  # Linux: reset the high-water mark to the present, so that only this model's peak counts
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    base, peak = status_kb('VmRSS'), lambda: status_kb('VmHWM')
+except OSError:
+    base, peak = maxrss_kb(), maxrss_kb
+run = runner(path, int(threads), clone_outputs=False)
+run(x)
+peak = peak()
+print(json.dumps({'base_kb': base, 'peak_kb': peak}))
+"""
+
+
+def peak_memory_mb(fmt: str, path: str, example: torch.Tensor, threads: int = 1) -> float:
+    """What loading ``path`` and running it once on an input like ``example`` adds to a
+    process's peak resident memory, in MB: measured in a fresh interpreter (the runtime
+    imported first, so its own libraries do not count), as an app pays it on a phone. It
+    includes the memory plan, the weights and the runtime's workspaces (XNNPACK's)."""
+    import json
+    import subprocess
+    import sys
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    shape = 'x'.join(str(n) for n in example.shape)
+    dtype = str(example.dtype).replace('torch.', '')
+    done = subprocess.run([sys.executable, '-c', _PEAK_SCRIPT, fmt, path, shape, dtype, str(threads)],
+                          capture_output=True, text=True, cwd=root,
+                          env={**os.environ, 'PYTHONPATH': root + os.pathsep + os.environ.get('PYTHONPATH', '')})
+    if done.returncode != 0:
+        raise RuntimeError(f'measuring the memory of {path} failed:\n{done.stderr[-2000:]}')
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return (result['peak_kb'] - result['base_kb']) * 1024 / 1e6
+
+
 def run_benchmark(models: Sequence[str], size: Tuple[int, int], formats: Sequence[str], threads: Sequence[int],
                   seconds: float, out_dir: str, log: Callable[[str], None] = print,
                   reuse: bool = False, torch_threads: Optional[int] = HOST_THREADS,
@@ -325,6 +378,10 @@ class EndToEndTiming:
     #: Mask R-CNN: the part of the post-processing XNNPACK runs (the box and mask heads on
     #: their fixed RoI counts, exported and timed alone); None for the others (no such part)
     delegated_post_ms: Optional[float] = None
+    #: what loading and running each export once adds to a fresh process's peak resident
+    #: memory, MB, at 1 thread (:func:`peak_memory_mb`)
+    raw_peak_mb: Optional[float] = None
+    end_to_end_peak_mb: Optional[float] = None
 
     @property
     def post_ms(self) -> float:
@@ -384,6 +441,7 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
             paths[variant] = result.path
             log(f'exported {label} {variant} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
                 + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
+                + (f'memory plan {result.planned_bytes / 1e6:.0f} MB, ' if result.planned_bytes is not None else '')
                 + f'max rel diff {result.max_rel_diff:.1e}, export {result.seconds:.0f} s')
         if kind == 'two-stage':
             # the box and mask heads run on XNNPACK inside the end-to-end graph: timed alone
@@ -396,13 +454,17 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
             paths['heads'] = path
             del heads
         del target  # the eager models are not needed for timing
+        peaks = {variant: peak_memory_mb(fmt, paths[variant], example)
+                 for variant, example in (('raw', x), ('end_to_end', image))}
+        log(f'{label}: peak memory of one run, raw {peaks["raw"]:.0f} MB, end to end {peaks["end_to_end"]:.0f} MB')
         for n_threads in threads:
             runners = {'raw': _call(fmt, paths['raw'], x, n_threads),
                        'end_to_end': _call(fmt, paths['end_to_end'], image, n_threads)}
             with host_threads(torch_threads):
                 stats = time_interleaved(runners, seconds * 2)
             t = EndToEndTiming(label, kind, fmt, n_threads, tuple(size), stats['raw'][0],
-                               stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]))
+                               stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]),
+                               raw_peak_mb=peaks['raw'], end_to_end_peak_mb=peaks['end_to_end'])
             del runners  # an end-to-end Mask R-CNN at 640x640 plans about 15 GB: free it first
             if 'heads' in paths:
                 t.delegated_post_ms = time_interleaved({'heads': _call(fmt, paths['heads'], heads_input, n_threads)},
@@ -436,15 +498,21 @@ class RoIHeads(nn.Module):
         return cls_score, bbox_pred, self.mask_head(x[n:].reshape(self.shapes[1]))
 
 
+def _mb(value: Optional[float]) -> str:
+    return '—' if value is None else f'{value:.0f}'
+
+
 def format_end_to_end_table(timings: Sequence[EndToEndTiming], machine: str) -> str:
     lines = [f'End-to-end exports against their raw networks, median latency, measured on {machine}. '
              'Besides RoI heads: the post-processing less Mask R-CNN\'s box and mask heads (exported '
-             'and timed alone): decoding, NMS, RoIAlign, mask pasting.', '',
+             'and timed alone): decoding, NMS, RoIAlign, mask pasting. Peak memory: what loading and running '
+             'the export once adds to a fresh process\'s peak resident memory (1 thread).', '',
              '| model | size | format | threads | raw ms | end to end ms | post-processing ms | share | '
-             'besides RoI heads ms | share |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             'besides RoI heads ms | share | peak memory MB, raw / end to end |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for t in timings:
         lines.append(f'| {t.model} | {t.size[0]}x{t.size[1]} | {t.fmt} | {t.threads} | {t.raw_ms:.2f} | '
                      f'{t.end_to_end_ms:.2f} | {t.post_ms:.2f} | {t.post_share:.1%} | '
-                     f'{t.other_post_ms:.2f} | {t.other_post_share:.1%} |')
+                     f'{t.other_post_ms:.2f} | {t.other_post_share:.1%} | {_mb(t.raw_peak_mb)} / '
+                     f'{_mb(t.end_to_end_peak_mb)} |')
     return '\n'.join(lines)

@@ -32,12 +32,16 @@ class ExportResult:
     delegated_fraction: Optional[float] = None
     not_delegated: Dict[str, int] = field(default_factory=dict)
     note: str = ''
+    planned_bytes: Optional[int] = None  # ExecuTorch: see formats.Written
 
     def describe(self) -> str:
         parts = [f'{self.fmt:<16} {self.path}  {self.size_bytes / 1e6:.2f} MB  export {self.seconds:.1f}s']
         if self.delegated_fraction is not None:
             parts.append(f'XNNPACK-delegated ops {self.delegated_fraction:.1%}'
                          + (f' (not delegated: {self.not_delegated})' if self.not_delegated else ''))
+        if self.planned_bytes is not None:
+            parts.append(f'memory plan {self.planned_bytes / 1e6:.1f} MB (allocated on load; XNNPACK\'s '
+                         'workspace comes on top)')
         if self.max_abs_diff is not None:
             parts.append(f'vs eager: max abs {self.max_abs_diff:.2e}, max rel {self.max_rel_diff:.2e}')
         if self.note:
@@ -160,7 +164,7 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     written = spec.write(module, x, path)
     seconds = time.time() - start
     result = ExportResult(fmt, path, file_size(path), seconds, delegated_fraction=written.delegated_fraction,
-                          not_delegated=written.not_delegated, note=written.note)
+                          not_delegated=written.not_delegated, note=written.note, planned_bytes=written.planned_bytes)
     outputs = written.outputs
     if outputs is None and spec.runner is not None:
         outputs = spec.runner(path, None)(x)

@@ -31,6 +31,9 @@ class Written:
     not_delegated: Dict[str, int] = field(default_factory=dict)
     outputs: Optional[List[torch.Tensor]] = None  # for formats checked in memory, not from the file
     note: str = ''
+    #: ExecuTorch: bytes of the memory plan the runtime allocates on load for the tensors
+    #: between delegate calls and portable operators (XNNPACK's own workspace comes on top)
+    planned_bytes: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,12 @@ def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Wri
             delegated += sum(1 for n in lowered.original_module.graph.nodes if _counts(n))
         elif _counts(node):
             left[_op_name(node)] = left.get(_op_name(node), 0) + 1
+    manager = edge.to_executorch()
+    plan = next(p for p in manager.executorch_program.execution_plan if p.name == 'forward')
     with atomic_write(path) as f:
-        f.write(edge.to_executorch().buffer)
-    return Written(delegated / max(delegated + sum(left.values()), 1), left)
+        f.write(manager.buffer)
+    return Written(delegated / max(delegated + sum(left.values()), 1), left,
+                   planned_bytes=sum(plan.non_const_buffer_sizes))
 
 
 def executorch_runner(path: str, threads: Optional[int] = None, clone_outputs: bool = True):
