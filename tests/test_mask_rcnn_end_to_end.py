@@ -151,8 +151,8 @@ class _RoIAlignOnPyramid(torch.nn.Module):
 
 def test_executorch_export_gathers_per_cell(tmp_path):
     """The ExecuTorch writer lowers the in-graph RoIAlign one cell at a time (no batched
-    matmul, one gather per cell a bin reads), leaves the module as it was, and the program
-    equals mmcv's roi_align."""
+    matmul, one gather per cell a bin reads), with a memory plan of a few cells, leaves the
+    module as it was, and the program equals mmcv's roi_align."""
     pytest.importorskip('executorch')
     from mmdet.structures.bbox import bbox2roi
     from backbones.export.formats import executorch_runner, write_executorch
@@ -169,6 +169,11 @@ def test_executorch_export_gathers_per_cell(tmp_path):
     assert align.per_cell is False
     assert written.not_delegated.get('aten.index_select.default') == align.points, written.not_delegated
     assert 'aten.bmm.default' not in written.not_delegated
+    # each cell is gathered, weighted and summed before the next is gathered, so the memory
+    # plan holds a few gathered cells, not all of them (as one XNNPACK call for all the
+    # multiply-adds, or the breadth-first order lowering leaves, would need)
+    cell_bytes = rois.shape[0] * 7 * 7 * layer.out_channels * 4
+    assert align.points >= 20 and written.planned_bytes < 8 * cell_bytes, (written.planned_bytes, cell_bytes)
     got = executorch_runner(path)(x)[0]
     # mmcv's CPU roi_align reads a strided view as if contiguous
     expected = layer(tuple(level.contiguous() for level in module.pyramid(x)), bbox2roi([rois]))

@@ -74,6 +74,18 @@ def sample_grids(output_size: Tuple[int, int], level_sizes: Sequence[Tuple[float
     return sorted(grids)
 
 
+class CellStep(nn.Module):
+    """One step of the per-cell RoIAlign sum: ``acc + cells * weight`` (``cells * weight`` for
+    the first). A module of its own so that the exported graph names its operators
+    (``nn_module_stack``): the ExecuTorch writer gives each of them its own XNNPACK call
+    (:func:`~.formats.write_executorch`), so that every gathered cell is consumed, and its
+    memory freed, before the next is gathered."""
+
+    def forward(self, acc, cells: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        step = cells * weight
+        return step if acc is None else acc + step
+
+
 class MultiLevelRoIAlign(nn.Module):
     """mmdet's ``SingleRoIExtractor`` + mmcv's ``roi_align`` for one image:
     ``(feats, rois [R, 4]) -> [R, C, oh, ow]``.
@@ -106,6 +118,7 @@ class MultiLevelRoIAlign(nn.Module):
 
     def __init__(self, extractor: nn.Module, size: Tuple[int, int], featmap_sizes: Sequence[Tuple[int, int]]) -> None:
         super().__init__()
+        self.cell_step = CellStep()
         layer = extractor.roi_layers[0]
         if type(layer).__name__ != 'RoIAlign' or getattr(layer, 'pool_mode', 'avg') != 'avg':
             raise NotImplementedError(f'in-graph RoI extraction covers average RoIAlign, not {layer}')
@@ -201,9 +214,9 @@ class MultiLevelRoIAlign(nn.Module):
         """Gathers one cell of every bin at a time, weighted by a multiply-add: ``[R * oh * ow, C]``."""
         acc = None
         for c in range(self.points):
-            val = torch.index_select(flat, 0, idx[:, c]) * w[:, c:c + 1]
-            acc = val if acc is None else acc + val
+            acc = self.cell_step(acc, torch.index_select(flat, 0, idx[:, c]), w[:, c:c + 1])
         return acc
+
 
     def bin_cells(self, feats: Sequence[torch.Tensor], rois: torch.Tensor):
         """The feature cells every bin reads and their weights: ``flat [cells, C]`` (the levels
@@ -261,7 +274,9 @@ def gathers_per_cell(module: nn.Module):
     time needs no such copy, and XNNPACK runs the multiply-adds. The box head's RoIAlign at
     640x640 (1000 RoIs, 1 thread) took 0.76x the time this way in ExecuTorch but 1.13x in ONNX
     Runtime, so only the ExecuTorch writer uses it; Mask R-CNN EfficientFormerV2-S0 end to end
-    at 192x192 in ExecuTorch took 0.86x (1 thread) and 0.89x (2 threads)."""
+    at 192x192 in ExecuTorch took 0.86x (1 thread) and 0.89x (2 threads). The writer also
+    runs each step (:class:`CellStep`) as XNNPACK calls of its own, in depth-first order, so
+    that the memory plan holds a few gathered cells instead of all of them."""
     aligns = [m for m in module.modules() if isinstance(m, MultiLevelRoIAlign)]
     saved = [m.per_cell for m in aligns]
     for m in aligns:
