@@ -26,9 +26,10 @@ tools/results/onnx_profile_NAME.{md,json}:
 
 --end-to-end times detector / segmentor configs exported end to end (uint8 image in; decoding
 and NMS, or the argmax, in the graph) beside their raw networks, and reports what the
-post-processing costs and what each export adds to a fresh process's peak memory. Without models it takes RetinaNet at 640x640 and Semantic FPN at
-512x512 for EdgeViT-XXS and EfficientFormerV2-S0, and Mask R-CNN EfficientFormerV2-S0 at
-640x640 (ExecuTorch fp32, 1 thread):
+post-processing costs and what each export adds to a fresh process's peak memory. Without
+models it takes RetinaNet at 640x640 and Semantic FPN at 512x512 for EdgeViT-XXS and
+EfficientFormerV2-S0, and Mask R-CNN EfficientFormerV2-S0 at 640x640 (ExecuTorch fp32, 1
+thread):
 
     python tools/benchmark.py --end-to-end
 

@@ -428,7 +428,7 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
         label = target_name(config) + options_label(cfg_options)
         # its kind, and the model to export (named with the options: its files are other files)
         target = dataclasses.replace(build_target(config, size, cfg_options=cfg_options), name=label)
-        kind, paths = target.kind, {}
+        kind, paths, e2e = target.kind, {}, None
         for variant, example in (('raw', x), ('end_to_end', image)):
             folder = osp.join(out_dir, 'models', variant)
             path = export_path(label, fmt, size, folder)
@@ -436,8 +436,9 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
                 paths[variant] = path
                 log(f'reusing {path}')
                 continue
-            module = target if variant == 'raw' else end_to_end(target, config=config, cfg_options=cfg_options)
-            result = export(module, fmt, folder, example=example)
+            if variant == 'end_to_end':
+                e2e = end_to_end(target, config=config, cfg_options=cfg_options)
+            result = export(target if variant == 'raw' else e2e, fmt, folder, example=example)
             paths[variant] = result.path
             log(f'exported {label} {variant} {fmt}: {result.size_bytes / 1e6:.1f} MB, '
                 + (f'delegated {result.delegated_fraction:.1%}, ' if result.delegated_fraction is not None else '')
@@ -446,14 +447,16 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
         if kind == 'two-stage':
             # the box and mask heads run on XNNPACK inside the end-to-end graph: timed alone
             folder = osp.join(out_dir, 'models', 'end_to_end')
-            heads = RoIHeads(end_to_end(target, config=config, cfg_options=cfg_options).module.post).eval()
+            if e2e is None:  # its export was reused
+                e2e = end_to_end(target, config=config, cfg_options=cfg_options)
+            heads = RoIHeads(e2e.module.post).eval()
             heads_input = heads.example()
             path = export_path(f'{label}_roi_heads', fmt, size, folder)
             if not (reuse and osp.exists(path)):
                 path = export(Target(f'{label}_roi_heads', heads, tuple(size)), fmt, folder, example=heads_input).path
             paths['heads'] = path
             del heads
-        del target  # the eager models are not needed for timing
+        del target, e2e  # the eager models are not needed for timing
         peaks = {variant: peak_memory_mb(fmt, paths[variant], example)
                  for variant, example in (('raw', x), ('end_to_end', image))}
         log(f'{label}: peak memory of one run, raw {peaks["raw"]:.0f} MB, end to end {peaks["end_to_end"]:.0f} MB')
@@ -465,7 +468,7 @@ def run_end_to_end_benchmark(configs: Sequence[str], size: Tuple[int, int], fmt:
             t = EndToEndTiming(label, kind, fmt, n_threads, tuple(size), stats['raw'][0],
                                stats['end_to_end'][0], min(stats['raw'][2], stats['end_to_end'][2]),
                                raw_peak_mb=peaks['raw'], end_to_end_peak_mb=peaks['end_to_end'])
-            del runners  # an end-to-end Mask R-CNN at 640x640 plans about 15 GB: free it first
+            del runners  # an end-to-end Mask R-CNN at 640x640 takes over 1 GB: free it first
             if 'heads' in paths:
                 t.delegated_post_ms = time_interleaved({'heads': _call(fmt, paths['heads'], heads_input, n_threads)},
                                                        seconds)['heads'][0]

@@ -102,10 +102,8 @@ def _counts(node) -> bool:
 
 def _in_module(node, cls: type) -> bool:
     """``node`` was traced inside a module of class ``cls`` (its ``nn_module_stack``)."""
-    name = f'{cls.__module__}.{cls.__qualname__}'  # as torch.export records it
-    stack = node.meta.get('nn_module_stack') or {}
-    return any(isinstance(entry, tuple) and len(entry) > 1 and (entry[1] is cls or entry[1] == name)
-               for entry in stack.values())
+    name = f'{cls.__module__}.{cls.__qualname__}'  # as torch.export records it: (path, type name)
+    return any(entry[1] == name for entry in (node.meta.get('nn_module_stack') or {}).values())
 
 
 def _cell_step_partitioner():
@@ -167,8 +165,8 @@ def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Wri
     with gathers_per_cell(module):
         program = torch.export.export(module, (example,))
     edge = to_edge_transform_and_lower(program, partitioner=[_cell_step_partitioner(), XnnpackPartitioner()])
-    _depth_first(edge.exported_program().graph_module)
     graph_module = edge.exported_program().graph_module
+    _depth_first(graph_module)
     delegated = 0
     left: Dict[str, int] = {}
     for node in graph_module.graph.nodes:

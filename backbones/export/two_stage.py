@@ -217,7 +217,6 @@ class MultiLevelRoIAlign(nn.Module):
             acc = self.cell_step(acc, torch.index_select(flat, 0, idx[:, c]), w[:, c:c + 1])
         return acc
 
-
     def bin_cells(self, feats: Sequence[torch.Tensor], rois: torch.Tensor):
         """The feature cells every bin reads and their weights: ``flat [cells, C]`` (the levels
         concatenated, channels last), ``idx`` and ``w`` ``[R * oh * ow, points]`` (rows of
