@@ -4,8 +4,9 @@
 #   resolution of 800 in the official mode, AdamW with weight decay 0.05, 500 linear warm-up
 #   iterations from 1e-6) with the RetinaNet protocol of the field: lr 1e-4 (PVT's), mmdet's
 #   RetinaNet R-50 FPN model (FPN from stage 1, extra convs on its input, 5 levels), COCO data
-#   at 1333x800, steps at epochs 8 and 11, batch 16 = 8 GPUs x 2; auto_scale_lr for other total
-#   batch sizes; without CUDA the tools build BN for SyncBN.
+#   at 1333x800, steps at epochs 8 and 11, batch 16 = 8 GPUs x 2; auto_scale_lr with the total
+#   batch of the recipe, off as in mmdet (--auto-scale-lr scales the lr to another total batch);
+#   without CUDA the tools build BN for SyncBN.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['backbones'], allow_failed_imports=False)
 
@@ -29,4 +30,4 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1)
 ]
 
-auto_scale_lr = dict(enable=True, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

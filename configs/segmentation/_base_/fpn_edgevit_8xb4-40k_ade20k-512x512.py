@@ -6,8 +6,8 @@
 #   to 0; 40k iterations at batch 32 = 8 GPUs x 4; single-scale whole-image test with sides
 #   resized to a multiple of 32 (AlignResize); backbone drop path 0.1.
 # Ours: mmseg 1.x syntax (ResizeToMultiple after Resize for AlignResize); the local-aggregation
-#   BatchNorms (PVT has none) train on each GPU's 4 images; auto_scale_lr for other total batch
-#   sizes.
+#   BatchNorms (PVT has none) train on each GPU's 4 images; auto_scale_lr with the total batch
+#   of the recipe, off as in mmdet (--auto-scale-lr scales the lr to another total batch).
 _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['backbones'], allow_failed_imports=False)
 
@@ -39,4 +39,4 @@ param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=4000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000))
 
-auto_scale_lr = dict(enable=True, base_batch_size=32)
+auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -1,14 +1,15 @@
 # Semantic FPN on ADE20K 512x512 with an EfficientFormerV2 backbone. Leaf configs set the arch.
 # Official (snap-research/EfficientFormer segmentation/configs/sem_fpn and
-#   segmentation/backbonev2.py): mmseg's FPN model (FPN neck, FPNHead 128 channels, dropout
-#   0.1, 150 classes) and ADE20K data (crop 512 from a 0.5-2.0 resize of (2048, 512), flip,
+#   segmentation/backbonev2.py): mmseg's FPN model (FPN neck, FPNHead 128 channels, dropout 0.1,
+#   150 classes) and ADE20K data (crop 512 from a 0.5-2.0 resize of (2048, 512), flip,
 #   photometric distortion); AdamW lr 2e-4, weight decay 1e-4; poly power 0.9 to 1e-6; 40k
-#   iterations at batch 32 = 8 GPUs x 4 (mmseg's 80k at batch 16); single-scale whole-image
-#   test with sides resized to a multiple of 32; the ImageNet checkpoint's BatchNorms trained
-#   as SyncBN (converted as in detection); attention biases for a base resolution of 512.
+#   iterations at batch 32 = 8 GPUs x 4 (mmseg's 80k at batch 16); single-scale whole-image test
+#   with sides resized to a multiple of 32; the ImageNet checkpoint's BatchNorms trained as
+#   SyncBN (converted as in detection); attention biases for a base resolution of 512.
 # Ours: mmseg 1.x syntax (ResizeToMultiple after Resize for the official AlignResize); SyncBN
-#   also when training from scratch; auto_scale_lr for other total batch sizes; without CUDA
-#   the tools build BN for SyncBN.
+#   also when training from scratch; auto_scale_lr with the total batch of the recipe, off as in
+#   mmdet (--auto-scale-lr scales the lr to another total batch); without CUDA the tools build
+#   BN for SyncBN.
 _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['backbones'], allow_failed_imports=False)
 
@@ -42,4 +43,4 @@ param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-6, begin=0, end=400
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000))
 
-auto_scale_lr = dict(enable=True, base_batch_size=32)
+auto_scale_lr = dict(enable=False, base_batch_size=32)
