@@ -24,7 +24,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checkpoints.layouts import convert_state_dict
+from .checkpoints.layouts import CLASSIFIER_PREFIXES, convert_state_dict
 from .checkpoints.loading import load_pretrained
 
 
@@ -264,7 +264,7 @@ class MultiScaleBackbone(BaseModule):
         for k in keys:
             del state_dict[k]
         for k, v in converted.items():
-            if k.split('.')[0] in ('head', 'head_dist', 'norm'):
+            if k.startswith(CLASSIFIER_PREFIXES):
                 continue  # classifier parts a backbone does not have
             state_dict[prefix + k] = v
 

@@ -13,14 +13,9 @@ import torch.nn as nn
 
 from .base import MultiScaleBackbone
 from .checkpoints.io import read_checkpoint
-from .checkpoints.layouts import convert_state_dict
+from .checkpoints.layouts import CLASSIFIER_PREFIXES, convert_state_dict
 from .checkpoints.loading import extract_state_dict
 from .registry import get_variant, variant_names
-
-
-def classifier_names():
-    """Every classification model name: one per registered variant (``edgevit_xxs`` ...)."""
-    return variant_names()
 
 
 class ImageClassifier(nn.Module):
@@ -54,19 +49,18 @@ class ImageClassifier(nn.Module):
         """Load a classification checkpoint in any supported layout (strict)."""
         raw = read_checkpoint(checkpoint) if isinstance(checkpoint, str) else checkpoint
         state_dict, _ = convert_state_dict(extract_state_dict(raw))
-        head_keys = ('norm.', 'head.', 'head_dist.')
-        ours = {('' if k.startswith(head_keys) else 'backbone.') + k: v for k, v in state_dict.items()}
+        ours = {('' if k.startswith(CLASSIFIER_PREFIXES) else 'backbone.') + k: v for k, v in state_dict.items()}
         self.load_state_dict(ours, strict=True)
 
 
 def build_classifier(name: str, num_classes: int = 1000, **backbone_kwargs) -> ImageClassifier:
-    """A classification model by variant name (see :func:`classifier_names`), e.g.
+    """A classification model by variant name (see :func:`~backbones.registry.variant_names`), e.g.
     ``'efficientformerv2_s0'``, at the family's ImageNet defaults (EfficientFormerV2:
     ``resolution=224``)."""
     try:
         variant = get_variant(name)
     except KeyError as err:
-        raise ValueError(f'unknown classifier {name!r}; choose one of {classifier_names()}') from err
+        raise ValueError(f'unknown classifier {name!r}; choose one of {variant_names()}') from err
     cls = variant.cls
     backbone_kwargs.setdefault('out_indices', (len(cls.arch_settings[variant.arch]['depths']) - 1,))
     return ImageClassifier(cls(arch=variant.arch, **backbone_kwargs), num_classes, cls.classifier_distillation)

@@ -94,8 +94,6 @@ class AttentionBias(nn.Module):
 
     def __init__(self, num_heads: int, key_grid: int, q_step: int, mode: str) -> None:
         super().__init__()
-        if mode not in BIAS_MODES:
-            raise ValueError(f"EfficientFormerV2: bias_mode must be one of {BIAS_MODES}, got {mode!r}")
         self.mode = mode
         self.key_grid = key_grid
         self.q_step = q_step
@@ -191,7 +189,7 @@ class AttentionBias(nn.Module):
 def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
     """A talking-head 1x1 conv over the heads of ``attn`` (B, heads, N_q, N_k), as a batched
     matmul: the attention map stays in its (row-major) layout, where the conv would make
-    channels-last delegates transpose it twice (XNNPACK: 4x slower)."""
+    channels-last delegates transpose it twice."""
     B, heads, n_q, n_k = attn.shape
     weight = conv.weight.reshape(1, heads, heads)
     if B != 1:  # also an empty batch
@@ -200,7 +198,20 @@ def mix_heads(conv: nn.Conv2d, attn: torch.Tensor) -> torch.Tensor:
     return out.reshape(B, heads, n_q, n_k)
 
 
-class Attention2d(nn.Module):
+class _HeadSizes(nn.Module):
+    """The sizes both attentions share: ``num_heads`` heads of ``key_dim`` query / key
+    channels and ``attn_ratio * key_dim`` value channels (``d``; ``dh`` over all heads)."""
+
+    def __init__(self, key_dim: int, num_heads: int, attn_ratio: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.scale = key_dim ** -0.5
+        self.d = attn_ratio * key_dim
+        self.dh = self.d * num_heads
+
+
+class Attention2d(_HeadSizes):
     """Multi-head attention with talking heads and a local value branch (all convs + BN).
 
     With ``stride`` the queries, keys and values come from a stride-2 depth-wise conv and the
@@ -209,12 +220,7 @@ class Attention2d(nn.Module):
 
     def __init__(self, dim: int, base_grid: int, bias_mode: str, key_dim: int = 32, num_heads: int = 8,
                  attn_ratio: int = 4, stride: Optional[int] = None) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.d = attn_ratio * key_dim
-        self.dh = self.d * num_heads
+        super().__init__(key_dim, num_heads, attn_ratio)
         if stride is not None:
             self.stride_conv = ConvNorm(dim, dim, 3, stride=stride, groups=dim)
             base_grid = math.ceil(base_grid / stride)
@@ -266,17 +272,12 @@ class LocalGlobalQuery(nn.Module):
         return self.proj(self.local(x) + self.pool(x))
 
 
-class Attention2dDownsample(nn.Module):
+class Attention2dDownsample(_HeadSizes):
     """Attention whose queries have stride 2: halves the resolution between stages 2 and 3."""
 
     def __init__(self, dim: int, out_dim: int, base_grid: int, bias_mode: str, key_dim: int = 16,
                  num_heads: int = 8, attn_ratio: int = 4) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.d = attn_ratio * key_dim
-        self.dh = self.d * num_heads
+        super().__init__(key_dim, num_heads, attn_ratio)
         kh = key_dim * num_heads
         self.q = LocalGlobalQuery(dim, kh)
         self.k = ConvNorm(dim, kh)

@@ -2,8 +2,11 @@
 
 A file is written to a temporary name in the destination's own folder (same file system),
 flushed to disk, and renamed over the destination with :func:`os.replace`, which is atomic on
-POSIX and Windows. A process killed during the write leaves the previous file intact (and at
-most a hidden ``.NAME.tmp-*`` file beside it); an exception removes the temporary file.
+POSIX and Windows. Only an earlier output of the same kind is replaced: a folder where a file
+should go, or a folder that is not an earlier package of the same layout, is refused with
+:class:`ReplaceRefusedError` and left as it is. A process killed during the write leaves the
+previous file intact (and at most a hidden ``.NAME.tmp-*`` file beside it); an exception
+removes the temporary file.
 
 Use :func:`atomic_write` for a file object, :func:`atomic_path` for writers that take a path
 (ONNX, ExecuTorch, Core ML packages, matplotlib), and the one-liners :func:`save_torch`,
@@ -58,6 +61,7 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _remove(path: str) -> None:
+    """Remove a temporary file or folder this module made (never anything else)."""
     if osp.isdir(path) and not osp.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -65,18 +69,40 @@ def _remove(path: str) -> None:
             os.remove(path)
 
 
+class ReplaceRefusedError(IsADirectoryError):
+    """The destination is a folder (or a file) that the new output may not replace: it is not an
+    earlier output of the same kind. Nothing was deleted."""
+
+
+def _check_replaceable(tmp: str, path: str) -> None:
+    """An existing ``path`` may be replaced only by an output of its own kind: a file by a file,
+    and a folder (a package such as ``.mlpackage``) by a folder whose top-level entries include
+    all of the old one's. Anything else is refused, so that no folder a user keeps (a project,
+    a dataset, a work dir that happens to have the output's name) is ever deleted."""
+    if not osp.lexists(path) or osp.islink(path) and not osp.isdir(path):
+        return
+    new_is_dir, old_is_dir = osp.isdir(tmp), osp.isdir(path)
+    if not old_is_dir and not new_is_dir:
+        return
+    if old_is_dir and new_is_dir and set(os.listdir(path)) <= set(os.listdir(tmp)):
+        return
+    what = 'a folder' if old_is_dir else 'a file'
+    raise ReplaceRefusedError(
+        f'{path} is {what} that is not an earlier output of this kind, so it is not replaced (nothing was '
+        'deleted); move it away or choose another output name')
+
+
 def _replace(tmp: str, path: str) -> None:
-    """Rename ``tmp`` over ``path``. A folder (``.mlpackage``) cannot replace a non-empty one
-    atomically: the old one is renamed aside first and removed after, so a complete copy
-    exists under one of the two names at every moment."""
+    """Rename ``tmp`` over ``path`` (see :func:`_check_replaceable`). A folder (``.mlpackage``)
+    cannot replace a non-empty one atomically: the old one is renamed aside first and removed
+    after, so a complete copy exists under one of the two names at every moment."""
+    _check_replaceable(tmp, path)
     if osp.isdir(tmp) and osp.isdir(path) and not osp.islink(path):
         aside = _temporary_name(path)
         os.replace(path, aside)
         os.replace(tmp, path)
         shutil.rmtree(aside, ignore_errors=True)
     else:
-        if osp.isdir(path) and not osp.islink(path):
-            shutil.rmtree(path)
         os.replace(tmp, path)
     _fsync_folder(osp.dirname(path))
 
@@ -116,6 +142,9 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs: Any) -> Iterator[IO
     is flushed, synced and renamed to ``path``, on an exception removed."""
     if mode not in ('w', 'wb', 'wt'):
         raise ValueError(f'atomic_write writes whole files: mode must be w / wb / wt, got {mode!r}')
+    if osp.isdir(path):  # before anything is written: a file never replaces a folder
+        raise ReplaceRefusedError(f'{path} is a folder, not an earlier output file, so it is not replaced (nothing '
+                                  'was deleted); move it away or choose another output name')
     with atomic_path(path) as tmp:
         # 'x': the fresh name is never an existing file; the mode bits follow the umask as open() does
         with open(tmp, mode.replace('w', 'x'), **open_kwargs) as f:

@@ -1,10 +1,15 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / 'configs'
+#: the main job's default detector and segmentor (tools/demo.py)
+DEMO_DET_CONFIG = str(CONFIGS / 'detection' / 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
+DEMO_SEG_CONFIG = str(CONFIGS / 'segmentation' / 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py')
 #: small official references shipped with the tests (made by the papers' code, tiny architectures)
 COMPACT_REFERENCE = ROOT / 'tests' / 'data' / 'reference'
 #: the papers' figures; ../shared/PAPERS.md when present (the maintained copy), else the shipped one
@@ -72,3 +77,73 @@ def _deterministic():
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b|"""
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def load_tool(name: str):
+    """``tools/NAME.py`` as a module, as its command line runs it."""
+    import importlib.util
+    import sys
+    tools = str(ROOT / 'tools')
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def usage_error(main, argv, capsys) -> str:
+    """Run a tool's main; it must stop with argparse's usage error; returns the message."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def tiny_retinanet(tmp_path_factory):
+    """RetinaNet EdgeViT-XXS on 2 built-in validation images of 64x64, and its state dict."""
+    from backbones.demo.configs import detection_config
+    from backbones.demo.dataset import make_dataset
+    from backbones.runtime.models import build_model_from_config
+    tmp = tmp_path_factory.mktemp('safety')
+    roots = make_dataset(str(tmp / 'data'), num_train=2, num_val=2, size=(64, 64), seed=1)
+    cfg = detection_config(str(CONFIGS / "detection" / "retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py"), roots['coco'], 64, iters=2, batch_size=2, lr=1e-3)
+    for key in ('train_dataloader', 'test_dataloader'):
+        cfg[key].num_workers = 0
+        cfg[key].persistent_workers = False
+    cfg.pop('work_dir', None)
+    path = tmp / 'tiny_retinanet.py'
+    cfg.dump(str(path))
+    model, _ = build_model_from_config(str(path))
+    return str(path), {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def paper_table(text: str, title: str) -> dict:
+    """The Markdown table under the PAPERS.md heading that starts with ``title``, as
+    ``{row label: {column: cell}}``; a label's '(≈)' mark is dropped."""
+    section = text.split(f'## {title}', 1)[1].split('\n## ', 1)[0]
+    rows = [line.strip().strip('|').split('|') for line in section.splitlines() if line.startswith('|')]
+    header = [c.strip() for c in rows[0]]
+    table = {}
+    for cells in rows[2:]:
+        cells = [c.strip() for c in cells]
+        table[cells[0].replace('(≈)', '').strip()] = dict(zip(header[1:], cells[1:]))
+    return table
+
+
+#: PAPERS.md's downstream tables by config task, and its column for each figure of the package
+PAPER_TABLES = {'retinanet': ('COCO val2017, RetinaNet 1x', dict(params='params (M)', box_ap='AP')),
+                'mask-rcnn': ('COCO val2017, Mask R-CNN 1x', dict(params='params (M)', box_ap='box AP',
+                                                                  mask_ap='mask AP')),
+                'fpn': ('ADE20K val, Semantic FPN', dict(params='params (M)', gflops='GFLOPs', miou='mIoU'))}
+
+
+def paper_row(text: str, config_name: str) -> dict:
+    """The published figures of a downstream config, read from its PAPERS.md table:
+    ``{'params': '13.1', 'box_ap': '38.7', ...}`` (only the numbers the paper gives)."""
+    from backbones.registry import variant_of_config
+    task = config_name.split('_', 1)[0]
+    title, columns = PAPER_TABLES[task]
+    row = paper_table(text, title).get(variant_of_config(config_name).label, {})
+    return {key: row[col] for key, col in columns.items() if re.fullmatch(r'[\d.]+', row.get(col, ''))}

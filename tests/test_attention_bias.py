@@ -35,14 +35,24 @@ def test_modes_agree_at_the_base_size_and_differ_elsewhere():
 
 
 def test_table_mode_keeps_offsets_meaningful():
-    """Resizing the offset table with the grid: the bias between a cell and itself is the
-    table's (0, 0) entry at every size in 'table' mode, but not in 'official' mode."""
+    """In 'table' mode the bias between query cell (qy, qx) and key cell (ky, kx) is the offset
+    table, resized bicubically to the grid, at (|qy - ky|, |qx - kx|): at the base size the
+    table itself, at another size the resized table, so a cell's bias to itself is the (0, 0)
+    entry everywhere. 'official' mode resizes the gathered matrix instead: its diagonal varies."""
+    import torch.nn.functional as F
     bias = AttentionBias(num_heads=2, key_grid=8, q_step=1, mode='table')
+    table = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        bias.attention_biases.copy_(torch.arange(64.).repeat(2, 1))
-    for hw in [(8, 8), (16, 16)]:
-        b = bias.compute(hw, hw)
-        torch.testing.assert_close(torch.diagonal(b, dim1=1, dim2=2), torch.full((2, hw[0] * hw[1]), b[0, 0, 0].item()))
+        bias.attention_biases.copy_(table.reshape(2, 64))
+    for side in (8, 16):
+        resized = table if side == 8 else F.interpolate(table[None], size=(side, side), mode='bicubic',
+                                                       align_corners=False)[0]
+        b = bias.compute((side, side), (side, side))
+        for q, k in [(0, 0), (5, 5), (0, side * side - 1), (3 * side + 1, side + 4), (side * side - 1, 2)]:
+            dy, dx = abs(q // side - k // side), abs(q % side - k % side)
+            torch.testing.assert_close(b[:, q, k], resized[:, dy, dx])
+        torch.testing.assert_close(torch.diagonal(b, dim1=1, dim2=2),
+                                   resized[:, 0, 0, None].expand(2, side * side))
     official = AttentionBias(num_heads=2, key_grid=8, q_step=1, mode='official')
     official.load_state_dict(bias.state_dict())
     diag = torch.diagonal(official.compute((12, 12), (12, 12)), dim1=1, dim2=2)

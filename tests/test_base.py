@@ -6,11 +6,19 @@ import torch
 import torch.nn as nn
 
 from backbones import EdgeViT, EfficientFormerV2
+from backbones.registry import FAMILIES as REGISTERED, variants
 
-SMALL = [('EdgeViT', EdgeViT, dict(arch='xxs')),
-         ('EfficientFormerV2', EfficientFormerV2, dict(arch='s0', resolution=512))]
-ALL = [(EdgeViT, dict(arch=a)) for a in ('xxs', 'xs', 's')] + \
-      [(EfficientFormerV2, dict(arch=a)) for a in ('s0', 's1', 's2', 'l')]
+
+def _smallest(cls, size):
+    """The family's first variant, with the arguments an input of ``size`` needs."""
+    return dict(arch=next(iter(cls.arch_settings)), **cls.size_kwargs((size, size)))
+
+
+#: one variant of each registered family (name, class, arguments), and every variant
+SMALL = [(name, cls, _smallest(cls, 512)) for name, cls in REGISTERED.items()]
+ALL = [(v.cls, dict(arch=v.arch)) for v in variants()]
+#: the same, for inputs of 64x64
+FAMILIES = [(cls, _smallest(cls, 64)) for cls in REGISTERED.values()]
 
 
 def _expected(h, w, channels):
@@ -195,3 +203,48 @@ def test_registered_in_mmdet_and_mmseg():
     assert model.out_channels == (48, 120, 224)
     model = SEG.build(dict(type='EdgeViT', arch='xs'))
     assert model.out_channels == (48, 96, 240, 384)
+
+
+
+# ---------------------------------------------------------------- backbones
+@pytest.mark.parametrize('cls,kwargs', FAMILIES)
+def test_out_indices_come_in_the_order_of_out_channels(cls, kwargs):
+    with pytest.raises(ValueError, match=r'not in ascending order.*out_indices=\(0, 3\)'):
+        cls(out_indices=(3, 0), **kwargs)
+    with pytest.raises(ValueError, match='out_indices is empty'):
+        cls(out_indices=(), **kwargs)
+    with pytest.raises(ValueError, match='ints'):
+        cls(out_indices=(0, 1.0), **kwargs)
+    model = cls(out_indices=(0, -1), **kwargs).eval()
+    outs = model(torch.rand(1, 3, 64, 64))
+    assert model.out_channels == tuple(o.shape[1] for o in outs) == (model.stage_channels[0], model.stage_channels[3])
+
+
+@pytest.mark.parametrize('cls,kwargs', FAMILIES)
+def test_an_empty_batch_gives_empty_features(cls, kwargs):
+    model = cls(**kwargs)
+    for mode in (False, True):
+        outs = model.train(mode)(torch.rand(0, 3, 64, 64))
+        assert [tuple(o.shape) for o in outs] == [(0, c, 64 // s, 64 // s)
+                                                  for c, s in zip(model.stage_channels, model.strides)]
+    assert all(torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())
+
+
+@pytest.mark.parametrize('cls,kwargs', FAMILIES)
+def test_frozen_stages_and_drop_path_rate_are_checked(cls, kwargs):
+    with pytest.raises(ValueError, match=r'frozen_stages must be an integer in \[-1, 4\].*got 1.5'):
+        cls(frozen_stages=1.5, **kwargs)
+    for rate in (1.0, -0.1, math.nan, '0.1'):
+        with pytest.raises(ValueError, match=r'drop_path_rate must be a number in \[0, 1\)'):
+            cls(drop_path_rate=rate, **kwargs)
+    cls(drop_path_rate=0.3, frozen_stages=1, **kwargs)
+
+
+def test_edgevit_width_below_head_dim():
+    arch = dict(depths=(1, 1, 1, 1), widths=(16, 32, 64, 128), head_dim=32, mlp_ratio=4., sr_ratios=(4, 2, 2, 1),
+                qkv_bias=True)
+    with pytest.raises(ValueError, match='no attention head.*multiple of head_dim'):
+        EdgeViT(arch)
+    EdgeViT(dict(arch, head_dim=16))
+
+

@@ -1,10 +1,19 @@
-"""Checkpoint layouts, conversion, and checked loading."""
+"""backbones.checkpoints.layouts and .loading: layouts detected and converted purely; loading
+refuses a checkpoint of another arch or model (naming the arch it fits) unless a partial load
+is asked for; EMA weights are preferred and named; tools/test.py and tools/export.py are
+strict."""
+import os
+
 import pytest
 import torch
 
 from backbones import EdgeViT, EfficientFormerV2
+from backbones.checkpoints.io import CheckpointFileError
 from backbones.checkpoints.layouts import LAYOUTS, convert_full_checkpoint, convert_state_dict, detect_layout
-from backbones.checkpoints.loading import extract_state_dict, guess_arch, load_pretrained
+from backbones.checkpoints.loading import (CheckpointMismatchError, extract_state_dict, find_state_dict, guess_arch,
+                                           load_model_checkpoint, load_pretrained)
+
+from .conftest import load_tool
 
 
 def convert_efficientformerv2_official(sd):
@@ -180,3 +189,118 @@ def test_convert_tool(reference, tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'), str(src), str(dst)],
                            capture_output=True, text=True)
     assert again.returncode != 0 and '--force' in again.stderr
+
+
+
+@pytest.mark.parametrize('link', ['symlink', 'hardlink'])
+def test_convert_refuses_dst_that_is_src(link, tmp_path, capsys):
+    from .conftest import COMPACT_REFERENCE
+    src = tmp_path / 'src.pt'
+    src.write_bytes((COMPACT_REFERENCE / 'edgevit_tiny.pt').read_bytes())
+    dst = tmp_path / 'dst.pt'
+    (os.symlink if link == 'symlink' else os.link)(src, dst)
+    with pytest.raises(SystemExit):
+        load_tool('convert_checkpoint').main([str(src), str(dst), '--force'])
+    assert 'same file' in capsys.readouterr().err
+    assert src.read_bytes() == (COMPACT_REFERENCE / 'edgevit_tiny.pt').read_bytes()
+
+
+# ---------------------------------------------------------------------------- wrong weights are refused
+@pytest.mark.parametrize('weights,model', [('xs', 's'), ('s', 'xs')])
+def test_other_depth_refused_naming_the_arch(weights, model, tmp_path):
+    path = tmp_path / f'{weights}.pth'
+    torch.save(EdgeViT(weights).state_dict(), path)
+    kind = 'missing' if weights == 'xs' else 'unexpected'
+    with pytest.raises(CheckpointMismatchError, match=rf"stage 2: .*\({kind}: 3, 4\).*EdgeViT\(arch='{weights}'\)"):
+        load_pretrained(EdgeViT(model), str(path))
+    # asked for explicitly, a partial load goes ahead and lists what was not loaded
+    report = load_pretrained(EdgeViT(model), str(path), partial=True)
+    assert (report['missing'] if kind == 'missing' else report['unexpected'])
+    assert any(k.startswith('stages.2.blocks.3.') for k in report['missing'] + report['unexpected'])
+
+
+def test_ema_weights_preferred_and_named(compact_reference, tmp_path):
+    raw = _float(compact_reference('edgevit_tiny.pt')['state_dict'])
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in raw.items()}
+    key = 'patch_embed1.proj.weight'
+    for wrapper in ({'model': raw, 'model_ema': ema}, {'state_dict': raw, 'state_dict_ema': ema},
+                    {'state_dict': raw, 'ema_state_dict': ema}):
+        sd, where = find_state_dict(wrapper)
+        assert sd is ema and 'EMA' in where
+    # mmengine's EMAHook: 'state_dict' already holds the EMA weights, 'ema_state_dict' the raw ones
+    mmengine_ema = {'state_dict': ema, 'ema_state_dict': {'steps': torch.tensor(5),
+                                                          **{'module.' + k: v for k, v in raw.items()}}}
+    sd, where = find_state_dict(mmengine_ema)
+    assert sd is ema and 'EMAHook' in where
+    torch.save({'model': raw, 'model_ema': ema}, tmp_path / 'ema.pth')
+    model = EdgeViT(TINY_EDGEVIT)
+    load_pretrained(model, str(tmp_path / 'ema.pth'))
+    assert torch.equal(model.stages[0].downsample.proj.weight, ema[key])
+
+
+def test_tools_test_is_strict_with_a_partial_option(tiny_retinanet, tmp_path, capsys):
+    config, state = tiny_retinanet
+    other = {k: v for k, v in state.items() if not k.startswith('bbox_head.')}
+    other['roi_head.bbox_head.fc_cls.weight'] = torch.zeros(3, 3)
+    torch.save({'state_dict': other}, tmp_path / 'other.pth')
+    main = load_tool('test').main
+    assert main([config, str(tmp_path / 'other.pth'), '--work-dir', str(tmp_path / 'w')]) == 2
+    err = capsys.readouterr().err
+    assert 'bbox_head' in err and 'roi_head' in err and '--partial' in err
+    assert main([config, str(tmp_path / 'other.pth'), '--work-dir', str(tmp_path / 'w'), '--partial']) == 0
+    # a checkpoint whose backbone is another arch is refused, naming it
+    xs = {k: v for k, v in state.items() if not k.startswith('backbone.')}
+    xs.update({'backbone.' + k: v for k, v in EdgeViT('xs').state_dict().items()})
+    torch.save(xs, tmp_path / 'xs.pth')
+    assert main([config, str(tmp_path / 'xs.pth'), '--work-dir', str(tmp_path / 'w')]) == 2
+    assert "EdgeViT(arch='xs')" in capsys.readouterr().err
+
+
+def test_export_checkpoint_is_strict_with_a_partial_option(tiny_retinanet, tmp_path, capsys):
+    from backbones.export.targets import build_target
+    from backbones.runtime.models import build_model_from_config
+    config, state = tiny_retinanet
+    partial = {k: v for k, v in state.items() if not k.startswith('neck.')}
+    torch.save(partial, tmp_path / 'partial.pth')
+    assert load_tool('export').main([config, '--size', '64', '64', '--checkpoint', str(tmp_path / 'partial.pth'),
+                            '--formats', 'onnx', '--out-dir', str(tmp_path)]) == 2
+    assert 'neck' in capsys.readouterr().err and not list(tmp_path.glob('*.onnx'))
+    target = build_target(config, (64, 64), str(tmp_path / 'partial.pth'), partial=True)
+    loaded = target.full_model.state_dict()
+    assert torch.equal(loaded['bbox_head.retina_cls.weight'], state['bbox_head.retina_cls.weight'])
+    # whole checkpoints of this model load strictly; a backbone checkpoint by variant name too
+    torch.save({'state_dict': state}, tmp_path / 'full.pth')
+    assert load_model_checkpoint(build_model_from_config(config)[0], str(tmp_path / 'full.pth')) == dict(
+        missing=[], unexpected=[], mismatched=[])
+    torch.save(EdgeViT('xs').state_dict(), tmp_path / 'xs.pth')
+    with pytest.raises(CheckpointMismatchError, match=r"EdgeViT\(arch='xs'\)"):
+        build_target('edgevit_xxs', (64, 64), str(tmp_path / 'xs.pth'))
+
+
+# ---------------------------------------------------------------------------- values no model should be given
+def test_nonfinite_and_integer_weights_are_refused_naming_them(tmp_path):
+    state = EdgeViT('xxs').state_dict()
+    poisoned = dict(state)
+    poisoned['stages.0.downsample.proj.weight'] = state['stages.0.downsample.proj.weight'].clone().fill_(float('nan'))
+    poisoned['stages.3.blocks.1.global_attn.mlp.fc2.bias'] = torch.full_like(
+        state['stages.3.blocks.1.global_attn.mlp.fc2.bias'], float('inf'))
+    torch.save(poisoned, tmp_path / 'nan.pth')
+    with pytest.raises(CheckpointFileError) as err:
+        EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nan.pth'))).init_weights()
+    message = str(err.value)
+    assert '2 of its' in message and 'NaN or infinite' in message and 'stages.0.downsample.proj.weight' in message
+    integers = {k: v.round().to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(integers, tmp_path / 'int.pth')
+    with pytest.raises(CheckpointFileError, match='weights are integers where the model has floating-point'):
+        EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'int.pth'))).init_weights()
+
+
+def test_whole_model_loading_refuses_nonfinite_weights(tiny_retinanet, tmp_path, capsys):
+    config, state = tiny_retinanet
+    poisoned = dict(state)
+    key = next(k for k in state if k.startswith('bbox_head.') and k.endswith('weight'))
+    poisoned[key] = torch.full_like(state[key], float('nan'))
+    torch.save({'state_dict': poisoned}, tmp_path / 'diverged.pth')
+    assert load_tool('test').main([config, str(tmp_path / 'diverged.pth'), '--work-dir', str(tmp_path / 'w')]) == 2
+    err = capsys.readouterr().err
+    assert 'NaN or infinite' in err and key in err and 'Traceback' not in err

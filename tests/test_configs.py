@@ -1,30 +1,49 @@
-"""Every downstream config: loads, builds, trains one step and predicts, on a small input.
-
-Also checks whole-model parameter counts against the papers' tables in PAPERS.md (../shared, or the copy in tests/data).
-"""
+"""The downstream configs: one per task and variant, named by convention; each loads, builds,
+trains one step and predicts on a small input; the recipes' settings (SyncBN, AlignResize,
+auto_scale_lr as mmdet ships it); whole-model parameter counts against the papers' tables
+in PAPERS.md (../shared, or the copy in tests/data)."""
 import glob
+import math
+import os
 import os.path as osp
 import re
 
+import numpy as np
 import pytest
 import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from backbones.runtime.models import load_config
-from backbones.runtime.models import build_model_from_config
+from backbones.registry import variants
+from backbones.runtime.engine import prepare_train_config
+from backbones.runtime.models import build_model_from_config, load_config
 
-from .conftest import ROOT
+from .conftest import ROOT, paper_row
 
 CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'detection' / '*.py'))) + \
     sorted(glob.glob(str(ROOT / 'configs' / 'segmentation' / '*.py')))
 SIZE = 96
+SYNC_BN = dict(type='SyncBN', requires_grad=True)
+#: the config names of one variant (its family's prefix and arch), per task
+TASKS = ('retinanet_{m}-{a}_fpn_8xb2-1x_coco.py', 'mask-rcnn_{m}-{a}_fpn_8xb2-1x_coco.py',
+         'fpn_{m}-{a}_8xb4-40k_ade20k-512x512.py')
 
 
-def test_there_are_21_configs_named_by_convention():
-    names = [osp.basename(c) for c in CONFIGS]
-    assert len(names) == 21
-    pattern = re.compile(r'^(retinanet|mask-rcnn)_(edgevit-(xxs|xs|s)|efficientformerv2-(s0|s1|s2|l))_fpn_8xb2-1x_coco\.py$|'
-                         r'^fpn_(edgevit-(xxs|xs|s)|efficientformerv2-(s0|s1|s2|l))_8xb4-40k_ade20k-512x512\.py$')
-    assert all(pattern.match(n) for n in names), names
+def test_one_config_per_task_and_registered_variant():
+    expected = {t.format(m=v.cls.model_prefix, a=v.arch) for v in variants() for t in TASKS}
+    assert {osp.basename(c) for c in CONFIGS} == expected
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: osp.basename(p)[:-3])
+def test_auto_scale_lr_is_off_and_states_the_batch_in_the_name(config):
+    """As mmdet ships its configs: linear lr scaling off unless asked for (--auto-scale-lr),
+    with the recipe's total batch (8xb2: 16 images) as its base."""
+    gpus, per_gpu = map(int, re.search(r'_(\d+)xb(\d+)-', osp.basename(config)).groups())
+    cfg = load_config(config)
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=gpus * per_gpu)
+    assert cfg.train_dataloader.batch_size == per_gpu
+    assert prepare_train_config(config).auto_scale_lr.enable is False
+    assert prepare_train_config(config, auto_scale_lr=True).auto_scale_lr.enable is True
 
 
 def _det_batch(num_classes: int):
@@ -95,25 +114,18 @@ def test_config_trains_one_step_and_predicts(config):
             assert 'masks' in preds[0].pred_instances
 
 
-def _paper_params(text):
-    """{(task, arch): params} for EdgeViT from PAPERS.md's downstream tables."""
-    out = {}
-    for title, task in (('RetinaNet 1x', 'retinanet'), ('Mask R-CNN 1x', 'mask-rcnn'), ('Semantic FPN', 'fpn')):
-        section = text.split(title, 1)[1].split('\n## ', 1)[0]
-        for line in section.splitlines():
-            m = re.match(r'\|\s*EdgeViT-(XXS|XS|S)\s*(\(≈\))?\s*\|\s*([\d.]+)\s*\|', line)
-            if m:
-                out[(task, m.group(1).lower())] = float(m.group(3))
-    assert len(out) == 9
-    return out
-
-
 def test_whole_model_parameters_match_the_papers(papers_text):
-    for (task, arch), paper in _paper_params(papers_text).items():
-        [config] = [c for c in CONFIGS if osp.basename(c).startswith(f'{task}_edgevit-{arch}_')]
+    """Every config whose paper prints a parameter count (EdgeViT's nine) matches it to 3%."""
+    checked = 0
+    for config in CONFIGS:
+        paper = paper_row(papers_text, osp.basename(config)[:-3]).get('params')
+        if paper is None:
+            continue
         model, _ = build_model_from_config(config)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        assert abs(params - paper) <= 0.03 * paper, (config, params, paper)
+        assert abs(params - float(paper)) <= 0.03 * float(paper), (config, params, paper)
+        checked += 1
+    assert checked > 0
 
 
 @pytest.mark.parametrize('config', [c for c in CONFIGS if 'efficientformerv2' in c], ids=lambda p: osp.basename(p)[:-3])
@@ -124,3 +136,63 @@ def test_efficientformer_configs_use_the_official_dense_settings(config):
     assert backbone.resolution == (512 if 'ade20k' in config else 800)
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.auto_scale_lr.base_batch_size == (32 if 'ade20k' in config else 16)
+
+
+# ---------------------------------------------------------------------------- configs
+EF_CONFIGS = [c for c in CONFIGS if 'efficientformerv2' in c]
+
+
+SEG_CONFIGS = [c for c in CONFIGS if osp.basename(c).startswith('fpn_')]
+
+
+def _build_backbone(cfg):
+    from mmdet.registry import MODELS
+    backbone = cfg.model.backbone.copy()
+    backbone.pop('init_cfg', None)
+    return MODELS.build(backbone)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', EF_CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
+def test_efficientformer_config_trains_backbone_bn_with_synchronised_statistics(config, monkeypatch):
+    """As the official dense backbone: every BatchNorm is SyncBN, trained (not kept in eval);
+    without CUDA the tools build plain BN, also trained."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = prepare_train_config(config)  # what tools/train.py runs
+    assert cfg.model.backbone.norm_cfg == SYNC_BN and cfg.model.backbone.norm_eval is False
+    backbone = _build_backbone(cfg).train()
+    norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) and m.training for m in norms)
+    assert all(p.requires_grad for m in norms for p in m.parameters())
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = prepare_train_config(config)
+    assert cfg.model.backbone.norm_cfg == dict(type='BN', requires_grad=True)
+    backbone = _build_backbone(cfg).train()
+    norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
+    assert norms and all(type(m) is nn.BatchNorm2d and m.training for m in norms)
+
+
+@pytest.mark.parametrize('config', SEG_CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
+def test_segmentation_test_pipeline_aligns_sides_to_32(config, tmp_path):
+    """PVT's and EfficientFormer's AlignResize: keep-ratio resize into (2048, 512), then each
+    side up to the next multiple of 32. The label map stays at the original size."""
+    import mmcv
+    import mmseg.datasets  # noqa: F401  (registers the transforms)
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import TRANSFORMS
+
+    h, w = 333, 517
+    rng = np.random.default_rng(0)
+    mmcv.imwrite((rng.random((h, w, 3)) * 255).astype(np.uint8), str(tmp_path / 'img.jpg'))
+    mmcv.imwrite(rng.integers(0, 150, (h, w), dtype=np.uint8), str(tmp_path / 'seg.png'))
+    init_default_scope('mmseg')
+    cfg = load_config(config)
+    for loader in ('val_dataloader', 'test_dataloader'):
+        pipeline = Compose([TRANSFORMS.build(t) for t in cfg[loader].dataset.pipeline])
+        out = pipeline(dict(img_path=str(tmp_path / 'img.jpg'), seg_map_path=str(tmp_path / 'seg.png'),
+                            reduce_zero_label=True, seg_fields=[]))
+        new_w, new_h = mmcv.rescale_size((w, h), (2048, 512))
+        assert tuple(out['inputs'].shape[1:]) == (math.ceil(new_h / 32) * 32, math.ceil(new_w / 32) * 32) == (512, 800)
+        assert tuple(out['data_samples'].gt_sem_seg.data.shape[1:]) == (h, w)

@@ -1,10 +1,10 @@
-"""Issue 11: end-to-end exports (uint8 image in; boxes / scores / labels or seg_map out) equal
-mmdet's / mmseg's predict; the fixed-point NMS equals greedy NMS."""
+"""backbones.export.contract: end-to-end exports (uint8 image in; boxes / scores / labels or
+seg_map out) equal mmdet's / mmseg's predict, eager, in ONNX and in ExecuTorch, and through
+the runner on a trained detector."""
 import pytest
 import torch
 
 from backbones.export.contract import end_to_end
-from backbones.export.postprocess import fixed_point_nms, greedy_nms
 from backbones.export.prepare import prepare_for_export
 from backbones.export.targets import DenseDetector, SegmentorLogits, Target
 from backbones.runtime.models import build_model_from_config, image_meta
@@ -14,105 +14,6 @@ from .conftest import ROOT
 SIZE = (128, 160)
 DET = ROOT / 'configs' / 'detection'
 SEG = ROOT / 'configs' / 'segmentation'
-
-
-def _random_boxes(n, seed, spread=60.0, size=20.0):
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g) * spread
-    wh = 2 + torch.rand(n, 2, generator=g) * size
-    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g)
-
-
-@pytest.mark.parametrize('seed', range(6))
-def test_fixed_point_nms_equals_greedy(seed):
-    """Many overlapping boxes, several classes, some invalid: the fixed point equals
-    torchvision's batched (class-wise) greedy NMS."""
-    torchvision = pytest.importorskip('torchvision')
-    n = 300
-    boxes, scores = _random_boxes(n, seed)
-    labels = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(seed + 100))
-    valid = torch.rand(n, generator=torch.Generator().manual_seed(seed + 200)) > 0.1
-    expected = torchvision.ops.batched_nms(boxes[valid], scores[valid], labels[valid], 0.5)
-    expected = torch.nonzero(valid)[:, 0][expected]
-    order = torch.argsort(scores, descending=True)
-    offset = boxes + labels[:, None].float() * (boxes.max() + 1)
-    keep, settled = fixed_point_nms(offset[order], valid[order], 0.5, iterations=n)
-    assert settled.all()
-    assert torch.equal(order[keep], expected)
-    # the iteration reaches the fixed point long before n steps; fewer steps than needed
-    # leave a settled prefix that is still exactly greedy's
-    depth = next(t for t in range(1, n) if fixed_point_nms(offset[order], valid[order], 0.5, t)[1].all())
-    assert depth < 32
-    few, settled = fixed_point_nms(offset[order], valid[order], 0.5, max(depth - 2, 0))
-    kept = order[few]
-    assert torch.equal(kept, expected[:len(kept)])
-
-
-def test_fixed_point_nms_solves_stacked_problems_independently():
-    """The RPN's levels, padded to one length and stacked, iterate together: each row's result
-    is the one it gets alone, and padding (invalid rows) suppresses nothing."""
-    rows, alone = [], []
-    for seed, n in ((0, 300), (1, 120), (2, 40)):
-        boxes, scores = _random_boxes(n, seed)
-        order = torch.argsort(scores, descending=True)
-        boxes = boxes[order]
-        valid = torch.ones(n, dtype=torch.bool)
-        alone.append(fixed_point_nms(boxes, valid, 0.7, 32)[0])
-        rows.append((torch.cat([boxes, torch.zeros(300 - n, 4)]), torch.cat([valid, torch.zeros(300 - n, dtype=torch.bool)])))
-    keep, settled = fixed_point_nms(torch.stack([b for b, _ in rows]), torch.stack([v for _, v in rows]), 0.7, 32)
-    assert settled.all()
-    for row, expected in zip(keep, alone):
-        assert torch.equal(row[:len(expected)], expected) and not row[len(expected):].any()
-
-
-@pytest.mark.parametrize('seed', range(4))
-def test_greedy_nms_equals_greedy_over_all_candidates(seed):
-    """The unrolled greedy NMS RetinaNet exports: thousands of overlapping boxes of a few
-    classes (most suppressed, so the 100th kept box lies deep in the score order) give
-    torchvision's batched greedy NMS, first 100 boxes, exactly; fewer survivors pad with
-    kept = False."""
-    torchvision = pytest.importorskip('torchvision')
-    n = 3000
-    # clusters of near-duplicates around 70 objects, as a detector's anchors give them
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(70, 2, generator=g) * 300
-    objects = torch.cat([xy, xy + 40 + torch.rand(70, 2, generator=g) * 50], 1)
-    boxes = objects[torch.randint(0, 70, (n,), generator=g)] + torch.randn(n, 4, generator=g) * 1.5
-    scores = torch.rand(n, generator=g)
-    labels = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed + 100))
-    valid = torch.rand(n, generator=torch.Generator().manual_seed(seed + 200)) > 0.2
-    expected = torchvision.ops.batched_nms(boxes[valid], scores[valid], labels[valid], 0.5)
-    expected = torch.nonzero(valid)[:, 0][expected]
-    offset = boxes + labels[:, None].float() * (boxes.max() + 1)
-    index, kept = greedy_nms(offset, scores, valid, 0.5, 100)
-    assert kept.all() and torch.equal(index, expected[:100])
-    assert (scores[valid] > scores[expected[99]]).sum() > 200  # the 100th kept is deep in the order
-    few = valid & (torch.arange(n) < 40)
-    index, kept = greedy_nms(offset, scores, few, 0.5, 100)
-    expected = torch.nonzero(few)[:, 0][torchvision.ops.batched_nms(boxes[few], scores[few], labels[few], 0.5)]
-    assert kept.sum() == len(expected) < 100 and torch.equal(index[kept], expected) and not kept[len(expected):].any()
-
-
-def test_onnx_sigmoid_keeps_small_probabilities_apart(tmp_path):
-    """The ONNX writer emits sigmoid as PyTorch's formula: onnxruntime's own ``Sigmoid``
-    kernel rounds probabilities near 1e-6 (an untrained or weak RPN's objectness) to an
-    absolute grid, so distinct scores tie and NMS keeps other proposals than mmdet. Here
-    every distinct PyTorch score stays distinct, in PyTorch's order, within a few ulp."""
-    pytest.importorskip('onnxruntime')
-    from backbones.export.formats import onnx_runner, write_onnx
-
-    class Sigmoid(torch.nn.Module):
-        def forward(self, x):
-            return x.sigmoid()
-
-    logits = torch.cat([torch.linspace(-16.0, -8.0, 4001), torch.linspace(-4.0, 4.0, 4001)])
-    path = str(tmp_path / 'sigmoid.onnx')
-    write_onnx(Sigmoid(), logits, path)
-    out = onnx_runner(path)(logits)[0]
-    expected = logits.sigmoid()
-    assert out.unique().numel() == expected.unique().numel() == logits.numel()
-    assert torch.equal(torch.argsort(out, stable=True), torch.argsort(expected, stable=True))
-    assert ((out - expected).abs() / expected).max() < 1e-6
 
 
 def _retinanet(config):
@@ -267,11 +168,11 @@ def test_segmentor_seg_map_equals_mmseg_predict(fmt, tmp_path):
 def test_trained_retinanet_export_equals_mmdet_predict(tmp_path):
     """On a trained detector (EdgeViT-XXS RetinaNet trained by the main job on the built-in
     data): scores as training spreads them, hundreds of candidates per image, most suppressed.
-    The ONNX export, run through tools/run_exported.py on each validation image as an app reads
+    The ONNX export, run through the runner (backbones/export/runner.py) on each validation image as an app reads
     it, gives mmdet's detections of the same pixels, and the job reports the same metrics."""
     import numpy as np
     from PIL import Image
-    from backbones.demo.exported import load_runner
+    from backbones.export import runner
     from backbones.demo.job import run_demo
     from backbones.export.targets import build_target
     results = run_demo(work_dir=str(tmp_path), det_config=str(DET / 'retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py'),
@@ -280,7 +181,6 @@ def test_trained_retinanet_export_equals_mmdet_predict(tmp_path):
     det = results['detection']
     size = (96, 96)
     model = build_target(det['config'], size, det['checkpoint']).full_model.eval()
-    runner = load_runner()
     exported = runner.load_model(det['exports']['onnx']['path'])
     images = sorted((tmp_path / 'data' / 'coco' / 'val2017').glob('*.jpg'))
     assert len(images) == 3

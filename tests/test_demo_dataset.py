@@ -1,12 +1,17 @@
-"""The built-in dataset: deterministic, valid COCO / ADE20K layouts read by mmdet / mmseg."""
+"""backbones.demo.dataset, the built-in dataset: deterministic, valid COCO / ADE20K layouts read
+by mmdet / mmseg; regenerated, interrupted or foreign folders handled without losing data."""
 import hashlib
 import json
 import os
 
+import cv2
 import numpy as np
 import pytest
 
+from backbones.demo import dataset as synthetic
 from backbones.demo.dataset import CLASSES, class_names, make_dataset
+
+from .conftest import DEMO_DET_CONFIG, DEMO_SEG_CONFIG
 
 
 def _digest(root):
@@ -53,7 +58,6 @@ def test_coco_annotations_are_consistent(dataset):
 
 
 def test_mmdet_and_mmseg_read_it_with_the_project_configs(dataset):
-    from backbones.demo.job import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG
     from backbones.demo.configs import detection_config, segmentation_config
     from mmdet.registry import DATASETS as DET_DATASETS
     from mmdet.utils import register_all_modules as det_modules
@@ -61,7 +65,7 @@ def test_mmdet_and_mmseg_read_it_with_the_project_configs(dataset):
     from mmseg.utils import register_all_modules as seg_modules
     _, roots = dataset
     det_modules()
-    cfg = detection_config(DEFAULT_DET_CONFIG, roots['coco'], 96, iters=2)
+    cfg = detection_config(DEMO_DET_CONFIG, roots['coco'], 96, iters=2)
     det = DET_DATASETS.build(cfg.train_dataloader.dataset)
     item = det[0]
     assert item['inputs'].shape[0] == 3 and len(item['data_samples'].gt_instances) > 0
@@ -69,7 +73,7 @@ def test_mmdet_and_mmseg_read_it_with_the_project_configs(dataset):
     labels = {int(l) for i in range(len(det)) for l in det[i]['data_samples'].gt_instances.labels}
     assert labels <= {det.metainfo['classes'].index(n) for n in class_names()['coco']}
     seg_modules()
-    cfg = segmentation_config(DEFAULT_SEG_CONFIG, roots['ade'], 96, iters=2)
+    cfg = segmentation_config(DEMO_SEG_CONFIG, roots['ade'], 96, iters=2)
     seg = SEG_DATASETS.build(cfg.test_dataloader.dataset)
     labels = np.unique(seg[0]['data_samples'].gt_sem_seg.data.numpy())
     names = [seg.metainfo['classes'][i] for i in labels if i != 255]
@@ -81,3 +85,65 @@ def test_every_class_appears(tmp_path):
     with open(os.path.join(roots['coco'], 'annotations', 'instances_train2017.json')) as f:
         ids = {a['category_id'] for a in json.load(f)['annotations']}
     assert ids == {v[1] for v in CLASSES.values()}
+
+
+
+def test_regenerating_with_other_sizes_leaves_no_stale_images(tmp_path):
+    root = tmp_path / 'data'
+    make_dataset(str(root), num_train=4, num_val=2, size=(64, 64), seed=0)
+    (root / 'notes.txt').write_text('mine')
+    roots = make_dataset(str(root), num_train=2, num_val=1, size=(48, 80), seed=0)
+    fresh = tmp_path / 'fresh'
+    make_dataset(str(fresh), num_train=2, num_val=1, size=(48, 80), seed=0)
+    assert _files(root / 'coco') == _files(fresh / 'coco') and _files(root / 'ade') == _files(fresh / 'ade')
+    images = os.listdir(os.path.join(roots['ade'], 'images', 'training'))
+    assert len(images) == 2
+    assert all(cv2.imread(os.path.join(roots['ade'], 'images', 'training', i)).shape[:2] == (48, 80) for i in images)
+    assert json.loads((root / 'dataset.json').read_text())['size'] == [48, 80]
+    assert (root / 'notes.txt').read_text() == 'mine'  # not the dataset's: kept
+    assert not [n for n in os.listdir(root) if n.startswith('.make_dataset-')]
+
+
+def test_an_interrupted_generation_is_never_taken_for_complete(tmp_path, monkeypatch):
+    root = tmp_path / 'data'
+    make_dataset(str(root), num_train=2, num_val=1, size=(64, 64), seed=0)
+    before = _files(root)
+
+    def interrupted(*args, **kwargs):
+        os.makedirs(os.path.join(args[0], 'train2017'))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, '_write_dataset', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(str(root), num_train=3, num_val=1, size=(64, 64), seed=0)
+    assert _files(root) == before  # the previous dataset, complete and recorded, is untouched
+    monkeypatch.undo()
+    # a root whose record is missing (a swap cut short) is rebuilt, not reused
+    (root / 'dataset.json').unlink()
+    (root / '.make_dataset-left').mkdir()
+    make_dataset(str(root), num_train=3, num_val=1, size=(64, 64), seed=0)
+    assert len(os.listdir(root / 'coco' / 'train2017')) == 3 and (root / 'dataset.json').exists()
+    assert not (root / '.make_dataset-left').exists()
+
+
+def test_foreign_dataset_folders_are_refused(tmp_path):
+    root = tmp_path / 'data'
+    (root / 'coco').mkdir(parents=True)
+    (root / 'coco' / 'real.jpg').write_bytes(b'')
+    with pytest.raises(FileExistsError, match='was not written by make_dataset.*Choose an empty folder'):
+        make_dataset(str(root), num_train=2, num_val=1, size=(64, 64))
+    assert (root / 'coco' / 'real.jpg').exists()
+
+
+def test_make_dataset_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match='seed must be an integer >= 0'):
+        make_dataset(str(tmp_path), seed=-1)
+    with pytest.raises(ValueError, match='at least 32 pixels'):
+        make_dataset(str(tmp_path), size=(0, 64))
+    assert not os.listdir(tmp_path)
+
+
+
+# ---------------------------------------------------------------- built-in dataset
+def _files(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)

@@ -6,11 +6,13 @@ import pytest
 
 from backbones.demo.job import format_results, run_demo
 
+from .conftest import DEMO_DET_CONFIG, DEMO_SEG_CONFIG
+
 
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path):
-    results = run_demo(work_dir=str(tmp_path), num_train=6, num_val=2, size=64, det_iters=2, seg_iters=2,
-                       batch_size=2, num_vis=2)
+    results = run_demo(work_dir=str(tmp_path), det_config=DEMO_DET_CONFIG, seg_config=DEMO_SEG_CONFIG, num_train=6,
+                       num_val=2, size=64, det_iters=2, seg_iters=2, batch_size=2, num_vis=2)
     det, seg = results['detection'], results['segmentation']
     assert {'coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'} <= det['metrics'].keys()
     assert {'mIoU', 'aAcc'} <= seg['metrics'].keys()
@@ -22,7 +24,7 @@ def test_demo_end_to_end_tiny(tmp_path):
     text = format_results(results)
     assert 'bbox AP50' in text and 'mIoU' in text and 'predictions' in text
     # the trained models (Mask R-CNN with its RoI stage in the graph, Semantic FPN) exported end
-    # to end and evaluated through tools/run_exported.py score as eager does (within 0.002;
+    # to end and evaluated through the runner score as eager does (within 0.002;
     # mmseg reports percent): bbox and mask AP alike
     assert det['exports'] and seg['exports']
     for r, scale in ((det, 1), (seg, 100)):

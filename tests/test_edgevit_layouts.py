@@ -134,7 +134,8 @@ def test_layer_norm_eps_sets_the_block_norms_only():
     official, easycv = EdgeViT('xxs'), EdgeViT('xxs', layer_norm_eps=1e-8)
     for model, eps in ((official, 1e-6), (easycv, 1e-8)):
         blocks = [m for m in model.modules() if isinstance(m, GlobalAttention)]
-        assert len(blocks) == 7 and all(b.norm1.eps == b.norm2.eps == eps for b in blocks)
+        assert len(blocks) == sum(EdgeViT.arch_settings['xxs']['depths'])
+        assert all(b.norm1.eps == b.norm2.eps == eps for b in blocks)
         assert all(s.downsample.norm.eps == 1e-5 for s in model.stages)
         assert all(b.attn.norm.eps == 1e-5 for b in blocks if b.attn.sr_ratio > 1)
     norm = easycv.stages[2].blocks[0].global_attn.norm1

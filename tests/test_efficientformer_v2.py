@@ -1,9 +1,8 @@
-"""The training recipes: EfficientFormerV2's BatchNorm as the official dense recipe trains it
-(SyncBN, statistics not frozen), its initialisation, and the configs that use them."""
+"""EfficientFormerV2 beyond the backbone contract: its BatchNorms as the official dense recipe
+trains them (norm_cfg SyncBN under the same parameter names, statistics not frozen) and its
+official initialisation."""
 import math
-import os
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -11,10 +10,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from backbones import EfficientFormerV2
 from backbones.export.prepare import prepare_for_export
-from backbones.runtime.engine import prepare_train_config
-from backbones.runtime.models import load_config
-
-from .conftest import ROOT
 
 SYNC_BN = dict(type='SyncBN', requires_grad=True)
 
@@ -98,65 +93,3 @@ def test_mlp_mid_conv_keeps_the_pytorch_default_initialisation():
     fc_weights = torch.cat([c.weight.flatten() for c in fcs])
     assert abs(fc_weights.std().item() - 0.02) < 0.002
     assert all(c.bias.abs().max() == 0 for c in fcs)
-
-
-# ---------------------------------------------------------------------------- configs
-EF_CONFIGS = sorted(str(p) for p in (ROOT / 'configs').glob('*/*efficientformerv2*.py'))
-SEG_CONFIGS = sorted(str(p) for p in (ROOT / 'configs' / 'segmentation').glob('fpn_*.py'))
-
-
-def _build_backbone(cfg):
-    from mmdet.registry import MODELS
-    backbone = cfg.model.backbone.copy()
-    backbone.pop('init_cfg', None)
-    return MODELS.build(backbone)
-
-
-def test_config_sets():
-    assert len(EF_CONFIGS) == 12 and len(SEG_CONFIGS) == 7
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('config', EF_CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
-def test_efficientformer_config_trains_backbone_bn_with_synchronised_statistics(config, monkeypatch):
-    """As the official dense backbone: every BatchNorm is SyncBN, trained (not kept in eval);
-    without CUDA the tools build plain BN, also trained."""
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    cfg = prepare_train_config(config)  # what tools/train.py runs
-    assert cfg.model.backbone.norm_cfg == SYNC_BN and cfg.model.backbone.norm_eval is False
-    backbone = _build_backbone(cfg).train()
-    norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
-    assert norms and all(isinstance(m, nn.SyncBatchNorm) and m.training for m in norms)
-    assert all(p.requires_grad for m in norms for p in m.parameters())
-
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    cfg = prepare_train_config(config)
-    assert cfg.model.backbone.norm_cfg == dict(type='BN', requires_grad=True)
-    backbone = _build_backbone(cfg).train()
-    norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
-    assert norms and all(type(m) is nn.BatchNorm2d and m.training for m in norms)
-
-
-@pytest.mark.parametrize('config', SEG_CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
-def test_segmentation_test_pipeline_aligns_sides_to_32(config, tmp_path):
-    """PVT's and EfficientFormer's AlignResize: keep-ratio resize into (2048, 512), then each
-    side up to the next multiple of 32. The label map stays at the original size."""
-    import mmcv
-    import mmseg.datasets  # noqa: F401  (registers the transforms)
-    from mmengine.dataset import Compose
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import TRANSFORMS
-
-    h, w = 333, 517
-    rng = np.random.default_rng(0)
-    mmcv.imwrite((rng.random((h, w, 3)) * 255).astype(np.uint8), str(tmp_path / 'img.jpg'))
-    mmcv.imwrite(rng.integers(0, 150, (h, w), dtype=np.uint8), str(tmp_path / 'seg.png'))
-    init_default_scope('mmseg')
-    cfg = load_config(config)
-    for loader in ('val_dataloader', 'test_dataloader'):
-        pipeline = Compose([TRANSFORMS.build(t) for t in cfg[loader].dataset.pipeline])
-        out = pipeline(dict(img_path=str(tmp_path / 'img.jpg'), seg_map_path=str(tmp_path / 'seg.png'),
-                            reduce_zero_label=True, seg_fields=[]))
-        new_w, new_h = mmcv.rescale_size((w, h), (2048, 512))
-        assert tuple(out['inputs'].shape[1:]) == (math.ceil(new_h / 32) * 32, math.ceil(new_w / 32) * 32) == (512, 800)
-        assert tuple(out['data_samples'].gt_sem_seg.data.shape[1:]) == (h, w)

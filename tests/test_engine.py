@@ -80,13 +80,15 @@ def test_launcher_pytorch_two_cpu_processes(tiny_config, tmp_path):
 
 
 def test_bad_arguments_are_explained(tiny_config, tmp_path):
+    from backbones.runtime.cli import UserError
     from backbones.runtime.engine import prepare_test_config, prepare_train_config
     with pytest.raises(FileNotFoundError, match='config file'):
         prepare_train_config('configs/detection/no_such.py')
-    with pytest.raises(FileNotFoundError, match='no such checkpoint'):
+    with pytest.raises(UserError, match='no such checkpoint'):
         prepare_train_config(tiny_config, resume=str(tmp_path / 'missing.pth'))
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match='--amp needs a CUDA device'):
-            prepare_train_config(tiny_config, amp=True)
-    with pytest.raises(ValueError, match='.pkl'):
+    with pytest.raises(UserError, match='.pkl'):
         prepare_test_config(tiny_config, tiny_config, out='preds.json')
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    with pytest.raises(UserError, match='is a file, not a folder'):
+        prepare_train_config(tiny_config, work_dir=str(blocker / 'work'))

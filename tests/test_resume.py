@@ -118,14 +118,14 @@ def test_resume_with_nothing_to_resume_says_so(data_roots, tmp_path, capsys):
     _seg_cfg(data_roots, tmp_path / 'empty', 0, 2).dump(str(config))
     cfg = prepare_train_config(str(config), work_dir=str(tmp_path / 'empty'), resume='auto')
     err = capsys.readouterr().err
-    assert f'--resume: no checkpoint found in {tmp_path / "empty"}; training from scratch' in err
+    assert f'--resume: no usable training checkpoint in {tmp_path / "empty"}; training from scratch' in err
     assert not cfg.resume
-    # with a checkpoint there, it resumes from it
-    (tmp_path / 'empty').mkdir()
+    # an empty (truncated) checkpoint there is passed over, with a line that says so
     (tmp_path / 'empty' / 'iter_1.pth').write_bytes(b'')
     (tmp_path / 'empty' / 'last_checkpoint').write_text(str(tmp_path / 'empty' / 'iter_1.pth'))
-    assert prepare_train_config(str(config), work_dir=str(tmp_path / 'empty'), resume='auto').resume
-    assert 'no checkpoint' not in capsys.readouterr().err
+    assert not prepare_train_config(str(config), work_dir=str(tmp_path / 'empty'), resume='auto').resume
+    err = capsys.readouterr().err
+    assert f'passing over {tmp_path / "empty" / "iter_1.pth"}' in err and 'empty' in err
 
 
 def test_validation_leaves_the_training_random_streams_alone():

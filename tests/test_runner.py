@@ -1,5 +1,5 @@
-"""tools/run_exported.py, the runner an app developer ports: it needs neither torch (ONNX) nor
-mmdet / mmcv / the package; its predictions equal the eager end-to-end module's, mapped back
+"""backbones/export/runner.py, the runner an app developer ports, and its command line
+tools/run_exported.py: it needs neither torch (ONNX) nor mmdet / mmcv / the package; its predictions equal the eager end-to-end module's, mapped back
 to images of any size; the command line prints JSON, writes PNGs and refuses bad input with
 exit status 2."""
 import ast
@@ -20,13 +20,14 @@ pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
 
 SIZE = (128, 160)
-RUNNER = ROOT / 'tools' / 'run_exported.py'
+RUNNER = ROOT / 'backbones' / 'export' / 'runner.py'
+TOOL = ROOT / 'tools' / 'run_exported.py'
 DET_CONFIG = ROOT / 'configs' / 'detection' / 'retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py'
 SEG_CONFIG = ROOT / 'configs' / 'segmentation' / 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py'
 
 
 def _load_runner():
-    """By path, as the demo imports it."""
+    """By path, as an app that copied the file imports it."""
     spec = importlib.util.spec_from_file_location('run_exported', RUNNER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -48,12 +49,12 @@ def _smooth(h, w, seed=0):
 
 
 def _run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=300)
 
 
 # ---------------------------------------------------------------------------- synthetic models
-def _synthetic_onnx(path, task, meta=True, with_masks=True):
+def _synthetic_onnx(path, task, meta=True, with_masks=True, overrides=None):
     """A tiny ONNX with the contract's input and outputs. Segmentation: seg_map = the image's
     red channel (so the test sees exactly what the runner fed). Detection: fixed rows."""
     from onnx import TensorProto, helper, numpy_helper
@@ -94,6 +95,7 @@ def _synthetic_onnx(path, task, meta=True, with_masks=True):
                       std=[58.395, 57.12, 57.375], score_threshold=0.3 if task == 'detection' else None,
                       outputs=names, config='synthetic', checkpoint=None, weights='random',
                       edgeformers_version='test')
+        values.update(overrides or {})
         for key, value in values.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)
@@ -241,6 +243,25 @@ def test_onnx_runs_without_torch_or_mmdet(synthetic, tmp_path):
         assert not any(loaded.values()), loaded
 
 
+def test_the_tool_runs_onnx_without_torch_or_the_package(synthetic, tmp_path):
+    image = tmp_path / 'in.png'
+    Image.fromarray(_rgb(40, 50)).save(image)
+    script = tmp_path / 'tool_membership.py'
+    script.write_text(
+        'import json, runpy, sys\n'
+        'sys.argv = sys.argv[1:]\n'
+        'try:\n'
+        '    runpy.run_path(sys.argv[0], run_name="__main__")\n'
+        'except SystemExit as done:\n'
+        '    assert not done.code, done.code\n'
+        'print(json.dumps({name: name in sys.modules for name in ("torch", "mmdet", "mmcv", "backbones")}))\n')
+    out = subprocess.run([sys.executable, str(script), str(TOOL), str(synthetic['seg']), str(image)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == dict(torch=False, mmdet=False, mmcv=False,
+                                                                    backbones=False)
+
+
 def test_cli_errors(synthetic, tmp_path):
     image = tmp_path / 'ok.png'
     Image.fromarray(_rgb(50, 60)).save(image)
@@ -322,7 +343,7 @@ def _retinanet():
     torch.manual_seed(0)  # module-scoped fixtures are built before the per-test seed
     model, _ = build_model_from_config(str(DET_CONFIG))
     with torch.no_grad():
-        # as tests/test_end_to_end.py: scores spread so that many detections pass 0.05
+        # as tests/test_contract.py: scores spread so that many detections pass 0.05
         model.bbox_head.retina_cls.weight.mul_(0.05)
         model.bbox_head.retina_cls.bias.fill_(-2.8)
     model.eval()
@@ -457,3 +478,92 @@ def test_segmentor_executorch(tmp_path):
     assert loaded['torch'] and not any(v for k, v in loaded.items() if k != 'torch'), loaded
     out = _run_cli(path, tmp_path / 'absent.png')
     assert out.returncode == 2 and 'absent.png: no such image file' in out.stderr
+
+
+# ---------------------------------------------------------------------------- input it cannot read faithfully
+def test_16_bit_images_are_scaled_and_float_images_refused(tmp_path):
+    values = np.linspace(0, 65535, 40 * 50).reshape(40, 50).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / 'deep.png')
+    image = runner.load_image(str(tmp_path / 'deep.png'))
+    assert image.dtype == np.uint8 and image.shape == (40, 50, 3)
+    np.testing.assert_array_equal(image[..., 0], ((values.astype(np.int64) + 128) // 257).astype(np.uint8))
+    assert image.min() == 0 and image.max() == 255 and len(np.unique(image)) > 200  # not saturated to white
+    Image.fromarray(np.random.default_rng(0).random((20, 30)).astype(np.float32)).save(tmp_path / 'float.tif')
+    with pytest.raises(runner.RunnerError, match='floating-point image'):
+        runner.load_image(str(tmp_path / 'float.tif'))
+    rgba = np.dstack([_rgb(20, 30), np.full((20, 30), 7, np.uint8)])
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
+    np.testing.assert_array_equal(runner.load_image(str(tmp_path / 'alpha.png')), rgba[..., :3])  # as OpenCV reads it
+
+
+@pytest.mark.parametrize('change,message', [
+    (dict(input_size=[64, 64]), 'the model takes [1, 128, 160, 3]'),
+    (dict(input_size='128x160'), "input_size is '128x160', not [H, W]"),
+    (dict(mean=[1.0, 2.0]), 'mean is [1.0, 2.0], not 3 numbers'),
+    (dict(std=[58.4, 0, 57.4]), 'every value must be positive'),
+    (dict(score_threshold='high'), "score_threshold is 'high', not a number"),
+    (dict(classes=['cat', 'dog'], num_classes=3), 'classes lists 2 names but the model has 3 classes'),
+    (dict(classes='cat,dog,bird'), 'classes is not a list of class names'),
+    (dict(outputs=['boxes', 'scores']), "outputs are ['boxes', 'scores']"),
+])
+def test_metadata_that_contradicts_the_model_is_refused_on_load(tmp_path, change, message):
+    path = _synthetic_onnx(tmp_path / 'det.onnx', 'detection', overrides=change)
+    with pytest.raises(runner.RunnerError) as err:
+        runner.load_model(path)
+    assert message in str(err.value), str(err.value)
+    image = tmp_path / 'in.png'
+    Image.fromarray(_rgb(40, 50)).save(image)
+    out = _run_cli(path, image)
+    assert out.returncode == 2 and message in out.stderr and 'Traceback' not in out.stderr and out.stdout == ''
+
+
+def test_labels_beyond_the_classes_are_refused(tmp_path):
+    """An edited class list (one name where the model has three labels): never shown as
+    guessed names."""
+    model = runner.load_model(_synthetic_onnx(tmp_path / 'det.onnx', 'detection', overrides=dict(classes=['cat'])))
+    with pytest.raises(runner.RunnerError, match='label 1, beyond the 1 classes of its metadata'):
+        runner.predict(model, _rgb(*SIZE))
+    seg = runner.load_model(_synthetic_onnx(tmp_path / 'seg.onnx', 'segmentation', overrides=dict(classes=['a'])))
+    with pytest.raises(runner.RunnerError, match='beyond the 1 classes'):
+        runner.predict(seg, _rgb(*SIZE))
+
+
+def test_an_edited_sidecar_of_a_pte_is_checked_against_the_program(tmp_path):
+    pytest.importorskip('executorch')
+    from executorch.exir import to_edge
+
+    class Segmentor(torch.nn.Module):
+        def forward(self, image):
+            return image[..., 0]
+
+    h, w = SIZE
+    program = to_edge(torch.export.export(Segmentor(), (torch.zeros(1, h, w, 3, dtype=torch.uint8),))).to_executorch()
+    path = tmp_path / 'seg_128x160.pte'
+    path.write_bytes(program.buffer)
+    meta = dict(task='segmentation', classes=[f'c{i}' for i in range(256)], num_classes=256, input_size=[h, w],
+                input_layout='NHWC', input_dtype='uint8', mean=[0, 0, 0], std=[1, 1, 1], outputs=['seg_map'])
+    (tmp_path / 'seg_128x160.json').write_text(json.dumps(meta))
+    assert runner.load_model(str(path)).input_size == (h, w)
+    (tmp_path / 'seg_128x160.json').write_text(json.dumps(dict(meta, input_size=[256, 320])))
+    with pytest.raises(runner.RunnerError, match=r'the model takes \[1, 128, 160, 3\]'):
+        runner.load_model(str(path))
+
+
+def test_unexpected_failures_are_one_line_unless_debug(synthetic, tmp_path, monkeypatch):
+    image = tmp_path / 'in.png'
+    Image.fromarray(_rgb(40, 50)).save(image)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('a bug\nover two lines')
+
+    monkeypatch.setattr(runner, 'predict', broken)
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert runner.main([synthetic['seg'], str(image)]) == 1
+    assert err.getvalue() == ('error: RuntimeError: a bug over two lines (an unexpected failure; --debug shows the '
+                              'traceback)\n')
+    with pytest.raises(RuntimeError, match='a bug'):
+        runner.main([synthetic['seg'], str(image), '--debug'])
+

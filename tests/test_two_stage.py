@@ -11,7 +11,8 @@ from backbones.export.prepare import prepare_for_export
 from backbones.export.targets import DenseDetector, Target
 from backbones.runtime.models import build_model_from_config, image_meta
 
-from .test_end_to_end import DET, SIZE, _image, _mmdet_predict, match_detections
+from .conftest import DEMO_DET_CONFIG
+from .test_contract import DET, SIZE, _image, _mmdet_predict, match_detections
 
 CONFIGS = ['mask-rcnn_edgevit-xxs_fpn_8xb2-1x_coco.py', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py']
 
@@ -262,7 +263,7 @@ def test_cfg_options_set_proposal_and_detection_slots():
 
 
 def test_misspelt_cfg_options_are_named():
-    from backbones.export.benchmark import options_label
+    from backbones.benchmark.end_to_end import options_label
     from backbones.runtime.models import new_config_keys
     config = str(DET / CONFIGS[1])
     new = new_config_keys(config, {'model.test_cfg.rcnn.max_per_img': 20, 'model.test_cfg.rcnn.max_per_imgs': 20,
@@ -322,11 +323,10 @@ def test_mask_rcnn_end_to_end_export_equals_mmdet_predict(config, fmt, tmp_path,
 
 
 def _runner_draws_masks(path, tmp_path):
-    """tools/run_exported.py on the real export: an image twice the export size (letterboxed)
+    """the runner (backbones/export/runner.py) on the real export: an image twice the export size (letterboxed)
     gets masks at its own size, drawn onto the picture."""
     import numpy as np
-    from backbones.demo.exported import load_runner
-    runner = load_runner()
+    from backbones.export import runner
     model = runner.load_model(path)
     image = np.random.default_rng(0).integers(0, 256, (2 * SIZE[0], 2 * SIZE[1], 3), dtype=np.uint8)
     result = runner.predict(model, image)
@@ -353,7 +353,7 @@ def trained_mask_rcnn(tmp_path_factory):
     from backbones.demo.job import run_demo
     from backbones.export.targets import build_target
     work = tmp_path_factory.mktemp('trained_mask_rcnn')
-    results = run_demo(work_dir=str(work), seg_config=None, num_train=32, num_val=4, size=TRAINED_SIZE[0],
+    results = run_demo(work_dir=str(work), det_config=DEMO_DET_CONFIG, seg_config=None, num_train=32, num_val=4, size=TRAINED_SIZE[0],
                        det_iters=40, batch_size=4, num_vis=0, export_formats=())
     det = results['detection']
     assert det['metrics']['coco/bbox_mAP'] > 0.05 and det['metrics']['coco/segm_mAP'] > 0.05  # it has learnt

@@ -1,8 +1,14 @@
-"""Helpers of tests/test_safety.py, importable by the subprocesses it kills: a toy mmengine
-training setup (a real Runner writing real training checkpoints in a second), and a write
-that stops half-way so a process can be killed during it deterministically."""
+"""Helpers of the tests that kill a process mid-write, importable by the subprocesses they
+kill: a toy mmengine training setup (a real Runner writing real training checkpoints in a
+second), a write that stops half-way, and :func:`kill_during_write`, which kills a child
+process there deterministically."""
 import builtins
 import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 
@@ -99,3 +105,57 @@ def stall_writes(match: str) -> None:
 
     builtins.open = open_
 
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def kill_during_write(code: str, match: str, timeout: float = 300) -> None:
+    """Run ``code`` in a child whose first binary write to a path containing ``match`` stalls
+    half-way (:func:`stall_writes`), and SIGKILL it there."""
+    prelude = (f'import sys; sys.path.insert(0, {ROOT!r})\n'
+               f'from tests.training_helpers import stall_writes; stall_writes({match!r})\n')
+    child = subprocess.Popen([sys.executable, '-c', prelude + code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=str(ROOT))
+    lines: 'queue.Queue[str]' = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] + [lines.put('')], daemon=True).start()
+    threading.Thread(target=lambda: child.stderr.read(), daemon=True).start()  # never let stderr fill up
+    try:
+        while True:
+            line = lines.get(timeout=timeout)
+            if STALLED in line:
+                break
+            assert line, f'the child ended (rc {child.wait()}) without a write to {match!r}'
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.registry import HOOKS  # noqa: E402
+
+
+@HOOKS.register_module(name='EdgeformersPoisonHook', force=True)
+class PoisonHook(Hook):
+    """Turns the model's weights to NaN after iteration ``at_iter`` (a diverged run)."""
+
+    def __init__(self, at_iter: int) -> None:
+        self.at_iter = at_iter
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.at_iter:
+            with torch.no_grad():
+                for p in runner.model.parameters():
+                    p.fill_(float('nan'))
+
+
+@HOOKS.register_module(name='EdgeformersFailingSaveHook', force=True)
+class FailingSaveHook(Hook):
+    """The checkpoint of iteration ``at_iter`` cannot be written (a full disk, say)."""
+
+    def __init__(self, at_iter: int) -> None:
+        self.at_iter = at_iter
+
+    def before_save_checkpoint(self, runner, checkpoint) -> None:
+        if checkpoint['meta']['iter'] == self.at_iter:
+            raise OSError(28, 'No space left on device')

@@ -12,8 +12,8 @@ At 224 it also times eager PyTorch forwards of our EfficientFormerV2 beside timm
 all cores; --no-eager skips it).
 
 --profile records per-operator profiles of ExecuTorch XNNPACK fp32 exports at 1 thread and
-all cores (default: EfficientFormerV2-S0 and EdgeViT-XXS at 224, beside MobileNetV2 x1.0;
-about 10 minutes on 2 cores) and writes them to tools/results/profile_HxW.{md,json}:
+all cores (default: EfficientFormerV2-S0 and EdgeViT-XXS at 224, beside MobileNetV2 x1.0)
+and writes them to tools/results/profile_HxW.{md,json}:
 
     python tools/benchmark.py --profile
     python tools/benchmark.py --profile configs/segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py --size 512 512
@@ -38,16 +38,19 @@ Mask R-CNN with fewer proposals and detection slots:
 
     python tools/benchmark.py --end-to-end configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py \\
         --cfg-options model.test_cfg.rpn.max_per_img=300 model.test_cfg.rcnn.max_per_img=20
+
+Every file written starts with the command, the date and the machine.
 """
 import argparse
 import os
 import sys
-from dataclasses import asdict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+CONFIGS = os.path.join(ROOT, 'configs')
+RESULTS = os.path.join(ROOT, 'tools', 'results')
 #: --end-to-end without models: (config, size)
 END_TO_END_DEFAULTS = (
     ('detection/retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py', (640, 640)),
@@ -56,110 +59,21 @@ END_TO_END_DEFAULTS = (
     ('segmentation/fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py', (512, 512)),
     ('segmentation/fpn_efficientformerv2-s0_8xb4-40k_ade20k-512x512.py', (512, 512)),
 )
-
-
-def end_to_end_main(args, machine) -> int:
-    from backbones.export.benchmark import format_end_to_end_table, run_end_to_end_benchmark
-    from backbones.fileio import write_json, write_text
-    if args.models:
-        jobs = [(m, tuple(args.size) if args.size else (640, 640)) for m in args.models]
-    else:
-        jobs = [(os.path.join(CONFIGS, c), tuple(args.size) if args.size else size) for c, size in END_TO_END_DEFAULTS]
-    fmt = args.formats[0] if args.formats else 'executorch'
-    threads = sorted(set(args.threads)) if args.threads else [1]
-    timings = []
-    for config, size in jobs:
-        timings += run_end_to_end_benchmark([config], size, fmt, threads, args.seconds, args.out_dir,
-                                            log=lambda s: print(s, flush=True), reuse=args.reuse,
-                                            torch_threads=args.torch_threads, cfg_options=args.cfg_options)
-    table = format_end_to_end_table(timings, machine)
-    print('\n' + table)
-    write_text(os.path.join(args.out_dir, 'end_to_end.md'), table + '\n')
-    write_json(os.path.join(args.out_dir, 'end_to_end.json'),
-               dict(machine=machine, timings=[dict(vars(t), post_ms=t.post_ms, post_share=t.post_share,
-                                                   other_post_ms=t.other_post_ms,
-                                                   other_post_share=t.other_post_share)
-                                              for t in timings]), indent=2)
-    return 0
-
-
 #: --profile without models
 PROFILE_DEFAULTS = ('efficientformerv2_s0', 'edgevit_xxs')
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
-def profile_main(args, machine) -> int:
-    import torch
-    from backbones.export.benchmark import REFERENCE, baseline_target
-    from backbones.export.profile import etdump_available, profile_json, profile_model, profile_report
-    from backbones.export.targets import build_target, target_name
-    from backbones.fileio import write_json, write_text
-    size = tuple(args.size) if args.size else (224, 224)
-    threads = sorted(set(args.threads)) if args.threads else sorted({1, os.cpu_count() or 1})
-    names = list(dict.fromkeys([REFERENCE] + list(args.models or PROFILE_DEFAULTS)))
-    workdir = os.path.join(args.out_dir, 'profile')
-    etdump = etdump_available()
-    print(f'ETDump events in this ExecuTorch build: {"yes" if etdump else "no (pip wheel without the event tracer)"}; '
-          'profiling operator by operator', flush=True)
-    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    profiles = []
-    for name in names:
-        target = baseline_target(name, size) if name == REFERENCE else build_target(name, size)
-        profiles.append(profile_model(target_name(name), target.module, x, threads,
-                                      os.path.join(workdir, target_name(name)), seconds_each=args.seconds / 100,
-                                      whole_seconds=args.seconds, log=lambda s: print(s, flush=True)))
-    report = profile_report(profiles, threads, machine, REFERENCE, etdump)
-    print('\n' + report)
-    stem = os.path.join(args.results_dir, f'profile_{size[0]}x{size[1]}')
-    write_text(stem + '.md', report + '\n')
-    write_json(stem + '.json', profile_json(profiles, machine, etdump), indent=2)
-    print(f'written: {stem}.md, {stem}.json')
-    return 0
-
-
-def onnx_profile_main(args, machine) -> int:
-    from backbones.export.onnx_profile import format_onnx_profile, onnx_profile_json, profile_onnx
-    from backbones.fileio import write_json, write_text
-    for path in args.profile_onnx:
-        if not path.endswith('.onnx') or not os.path.isfile(path):
-            print(f'error: --profile-onnx {path}: not an .onnx file; export one with tools/export.py '
-                  '--formats onnx (or the main job)', file=sys.stderr)
-            return 2
-    names = [os.path.splitext(os.path.basename(path))[0] for path in args.profile_onnx]
-    if len(set(names)) < len(names):  # one file name in several folders: name each report by its folder too
-        names = [f'{os.path.basename(os.path.dirname(os.path.abspath(path)))}_{name}'
-                 for path, name in zip(args.profile_onnx, names)]
-        if len(set(names)) < len(names):
-            print('error: --profile-onnx: two files share a name and a folder name, so their reports would '
-                  'overwrite each other; profile them one at a time with separate --results-dir', file=sys.stderr)
-            return 2
-    threads = args.threads[0] if args.threads else None
-    for path, name in zip(args.profile_onnx, names):
-        profile = profile_onnx(path, runs=args.runs, threads=threads)
-        report = format_onnx_profile(profile, machine=f'{threads or "default"} threads; {machine}')
-        print('\n' + report)
-        stem = os.path.join(args.results_dir, 'onnx_profile_' + name)
-        write_text(stem + '.md', report + '\n')
-        write_json(stem + '.json', onnx_profile_json(profile), indent=2)
-        print(f'written: {stem}.md, {stem}.json')
-    return 0
-
-
-def main(argv=None) -> int:
-    from backbones.export.benchmark import (eager_comparison, format_eager_table, format_table, machine_description,
-                                            plot, run_benchmark, timed_formats)
-    from backbones.fileio import write_json, write_text
-    from backbones.registry import variant_names
-    from backbones.runtime.cli import positive_int, quiet_third_party_warnings
-    from mmengine.config import DictAction
+def parse_args(argv=None):
+    from _torchfree import load_cfg_options, load_runner
+    positive_int = load_runner().positive_int
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('models', nargs='*', help='backbone names or config files (default: every registered backbone)')
-    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+    parser.add_argument('--size', type=positive_int, nargs=2, metavar=('H', 'W'),
                         help='input height and width (default: 224 224; --end-to-end: 640 640 for detectors, '
                              '512 512 for segmentors)')
-    parser.add_argument('--formats', nargs='+', choices=timed_formats(),
+    parser.add_argument('--formats', nargs='+', choices=('executorch', 'executorch-int8', 'onnx'),
                         help='default: executorch executorch-int8 onnx (--end-to-end: executorch)')
-    parser.add_argument('--threads', type=int, nargs='+',
+    parser.add_argument('--threads', type=positive_int, nargs='+',
                         help='default: 1 and all cores (--end-to-end: 1)')
     parser.add_argument('--profile', action='store_true',
                         help='per-operator profiles (ExecuTorch XNNPACK fp32) beside MobileNetV2, written to '
@@ -182,46 +96,66 @@ def main(argv=None) -> int:
     parser.add_argument('--no-eager', action='store_true', help='skip the eager comparison with timm')
     parser.add_argument('--torch-threads', type=int, default=1,
                         help="PyTorch's intra-op threads while runtimes are timed (default 1; 0 keeps PyTorch's "
-                             "default, all cores, as before: its OpenMP workers, woken by the ExecuTorch bindings' "
-                             "output clones, then compete with XNNPACK's threads)")
+                             "default, all cores, whose OpenMP workers, woken by the ExecuTorch bindings' output "
+                             "clones, compete with XNNPACK's threads)")
     parser.add_argument('--clone-outputs', action='store_true',
-                        help="time ExecuTorch with its Python bindings' output clones (with --torch-threads 0: "
-                             'as this benchmark timed before; default: outputs read in place, as an app does)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='--end-to-end: override settings of every config, e.g. model.test_cfg.rpn.max_per_img=300 '
-                             '(the models are named with them)')
+                        help="time ExecuTorch with its Python bindings' output clones (default: outputs read in "
+                             'place, as an app does)')
+    load_cfg_options().add_cfg_options_argument(
+        parser, '--end-to-end: override settings of every config, e.g. model.test_cfg.rpn.max_per_img=300 (the '
+                'models are named with them)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--debug', action='store_true', help='on an error, show its traceback (also EDGEFORMERS_DEBUG=1)')
     args = parser.parse_args(argv)
     if args.cfg_options and not args.end_to_end:
         parser.error('--cfg-options applies to --end-to-end (config files); backbones take none')
+    if args.seconds <= 0:
+        parser.error(f'--seconds {args.seconds}: the timing window must be positive, e.g. --seconds 3')
+    if args.torch_threads < 0:
+        parser.error(f'--torch-threads {args.torch_threads}: give 0 (PyTorch\'s default) or a thread count')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from backbones.runtime.cli import run_tool
+    return run_tool(lambda _: benchmark(args, argv), sys.argv[1:] if argv is None else argv)
+
+
+def benchmark(args, argv) -> int:
+    from backbones.benchmark.results import machine_description, provenance
+    from backbones.runtime.cli import quiet_third_party_warnings
     quiet_third_party_warnings()
     machine = machine_description()
+    header = provenance(machine, ['tools/benchmark.py'] + list(sys.argv[1:] if argv is None else argv))
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    threads = sorted(set(args.threads or []))
     if args.end_to_end:
-        return end_to_end_main(args, machine)
-    if args.profile:
-        return profile_main(args, machine)
-    if args.profile_onnx:
-        return onnx_profile_main(args, machine)
-    args.size = args.size or (224, 224)
-    args.formats = args.formats or ['executorch', 'executorch-int8', 'onnx']
-    args.threads = args.threads or [1, os.cpu_count() or 1]
-    timings = run_benchmark(args.models or variant_names(), tuple(args.size), args.formats,
-                            sorted(set(args.threads)), args.seconds, args.out_dir,
-                            log=lambda s: print(s, flush=True), reuse=args.reuse, torch_threads=args.torch_threads,
-                            clone_outputs=args.clone_outputs)
-    table = format_table(timings, machine)
-    eager = []
-    if tuple(args.size) == (224, 224) and not args.no_eager:
-        eager = eager_comparison(seconds=args.seconds, log=lambda s: print(s, flush=True))
-        table += '\n\n' + format_eager_table(eager, machine)
-    print('\n' + table)
-    write_text(os.path.join(args.out_dir, 'benchmark.md'), table + '\n')
-    write_json(os.path.join(args.out_dir, 'benchmark.json'),
-               dict(machine=machine, size=args.size, timings=[asdict(t) for t in timings],
-                    eager=[asdict(t) for t in eager]), indent=2)
-    if tuple(args.size) == (224, 224):
-        png = plot(timings, args.formats[0], 1, os.path.join(args.out_dir, 'top1_vs_latency.png'), machine)
-        print(f'plot: {png}')
+        from backbones.benchmark.end_to_end import benchmark_configs
+        jobs = ([(m, tuple(args.size or (640, 640))) for m in args.models] if args.models else
+                [(os.path.join(CONFIGS, c), tuple(args.size or size)) for c, size in END_TO_END_DEFAULTS])
+        table = benchmark_configs(jobs, (args.formats or ['executorch'])[0], threads or [1], args.seconds,
+                                  args.out_dir, header, log=log, reuse=args.reuse, torch_threads=args.torch_threads,
+                                  cfg_options=args.cfg_options)
+    elif args.profile:
+        from backbones.benchmark.operators import profile_models
+        table = profile_models(args.models or PROFILE_DEFAULTS, tuple(args.size or (224, 224)),
+                               threads or sorted({1, os.cpu_count() or 1}), args.seconds, args.out_dir,
+                               args.results_dir, header, log=log)
+    elif args.profile_onnx:
+        from backbones.benchmark.onnx_profile import profile_files
+        profile_files(args.profile_onnx, args.results_dir, header, runs=args.runs,
+                      threads=threads[0] if threads else None, log=log)
+        return 0
+    else:
+        from backbones.benchmark.latency import benchmark_backbones
+        from backbones.registry import variant_names
+        formats = args.formats or ['executorch', 'executorch-int8', 'onnx']
+        table = benchmark_backbones(args.models or variant_names(), tuple(args.size or (224, 224)), formats,
+                                    threads or [1, os.cpu_count() or 1], args.seconds, args.out_dir, header, machine,
+                                    log=log, reuse=args.reuse, torch_threads=args.torch_threads,
+                                    clone_outputs=args.clone_outputs, eager=not args.no_eager)
+    print('\n' + header + '\n\n' + table)
     return 0
 
 

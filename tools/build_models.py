@@ -9,14 +9,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from backbones.analysis.complexity import describe_retinanets  # noqa: E402
 from backbones.registry import variant_names  # noqa: E402
-from backbones.runtime.cli import add_size_argument, quiet_third_party_warnings  # noqa: E402
+from backbones.runtime.cli import (add_debug_argument, add_size_argument, quiet_third_party_warnings,  # noqa: E402
+                                   run_tool)
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(_main, argv)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('backbones', nargs='*', metavar='BACKBONE',
                         help=f'any of {", ".join(variant_names())} (default: all)')
     add_size_argument(parser, (512, 512))
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     quiet_third_party_warnings()
     unknown = [b for b in args.backbones if b not in variant_names()]

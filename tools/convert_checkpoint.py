@@ -16,19 +16,24 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.checkpoints.io import CheckpointFileError  # noqa: E402
 from backbones.checkpoints.loading import convert_checkpoint_file  # noqa: E402
-from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
+from backbones.runtime.cli import add_debug_argument, quiet_third_party_warnings, run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(_main, argv)
+
+
+def _main(argv) -> int:
     quiet_third_party_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', help='checkpoint to convert (.pth / .pt)')
     parser.add_argument('dst', help='where to write the converted checkpoint')
     parser.add_argument('--prefix', default='backbone.',
                         help="prefix of the backbone keys in a whole-model checkpoint (default: 'backbone.')")
-    parser.add_argument('--force', action='store_true', help='overwrite dst if it exists')
+    parser.add_argument('--force', action='store_true', help='replace dst if it is an earlier converted file')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if not os.path.isfile(args.src):
         parser.error(f'{args.src}: no such checkpoint file')
@@ -37,13 +42,13 @@ def main(argv=None) -> int:
             os.path.exists(args.dst) and os.path.samefile(args.src, args.dst)):
         parser.error(f'{args.dst} is {args.src} itself (the same file, maybe through a link): the source is never '
                      'overwritten; choose another dst')
+    if os.path.isdir(args.dst):
+        parser.error(f'{args.dst} is a folder: give the converted file\'s path, e.g. {os.path.join(args.dst, "model.pth")} '
+                     '(a folder is never replaced)')
     if os.path.lexists(args.dst) and not args.force:
         parser.error(f'{args.dst} exists; pass --force to overwrite it')
-    try:  # written to a temporary file renamed into place: an interrupted run leaves dst as it was
-        report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix)
-    except (CheckpointFileError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    # written to a temporary file renamed into place: an interrupted run leaves dst as it was
+    report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix)
     print(f'{args.src}: layout {report["layout"]}, {report["num_tensors"]} tensors; '
           f'looks like {report["family"]}(arch={report["arch"]!r}) ({report["match"]:.0%} of the tensors match)')
     print(f'wrote {args.dst}')

@@ -16,15 +16,25 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from backbones.demo.configs import check_config_task  # noqa: E402
 from backbones.demo.exported import EVALUATED_FORMATS  # noqa: E402
-from backbones.demo.job import DEFAULT_DET_CONFIG, DEFAULT_SEG_CONFIG, format_results, run_demo  # noqa: E402
-from backbones.runtime.cli import check_writable_dir, quiet_third_party_warnings  # noqa: E402
+from backbones.demo.job import format_results, run_demo  # noqa: E402
+from backbones.runtime.cli import (UserError, add_debug_argument, check_writable_dir,  # noqa: E402
+                                   quiet_third_party_warnings, run_tool)
+
+DEFAULT_DET_CONFIG = os.path.join(ROOT, 'configs', 'detection', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
+DEFAULT_SEG_CONFIG = os.path.join(ROOT, 'configs', 'segmentation', 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py')
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(_main, argv)
+
+
+def _main(argv) -> int:
     quiet_third_party_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/demo', help='outputs (default: work_dirs/demo)')
@@ -43,6 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument('--export-formats', nargs='+', default=['onnx'],
                         choices=list(EVALUATED_FORMATS) + ['none'],
                         help='end-to-end exports evaluated after training (default: onnx; none skips them)')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     for name in ('num_train', 'num_val', 'det_iters', 'seg_iters', 'batch_size'):
         if getattr(args, name) < 1:
@@ -69,8 +80,8 @@ def main(argv=None) -> int:
         try:
             if path:
                 check_writable_dir(path, flag)
-        except OSError as err:
-            parser.error(err.strerror or str(err))
+        except UserError as err:
+            parser.error(str(err))
     results = run_demo(work_dir=args.work_dir, data_root=args.data_root, num_train=args.num_train,
                        num_val=args.num_val, size=args.size, det_iters=args.det_iters,
                        seg_iters=args.seg_iters, batch_size=args.batch_size, seed=args.seed,

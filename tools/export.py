@@ -32,35 +32,17 @@ unless --force; a format that fails is reported and the exit status is non-zero.
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _torchfree import load_cfg_options, load_runner  # noqa: E402
 
 # Known here without importing torch, so that --help and argument errors answer at once;
-# tests/test_faults.py checks they match backbones.export's FORMATS / MIN_SIDE.
+# tests/test_tools_export.py checks they match backbones.export's FORMATS / MIN_SIDE.
 FORMATS = ('executorch', 'executorch-int8', 'onnx', 'coreml', 'tflite')
 MIN_SIDE = 32
-
-
-def writable_dir(path: str) -> str:
-    """Create ``path`` if needed; None if it can be written, else why not."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        return _why_not(path, err)
-    return None
-
-
-def _why_not(path: str, err: OSError) -> str:
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f'{existing} is a file, not a folder'
-    return f'{err.strerror}: {err.filename}' if err.strerror and err.filename else str(err)
 
 
 def parse_args(argv=None):
@@ -79,11 +61,12 @@ def parse_args(argv=None):
     parser.add_argument('--raw', action='store_true',
                         help='detectors / segmentors: export the raw network outputs (float NCHW input) instead of '
                              'the end-to-end model (uint8 RGB image in; boxes, scores, labels / seg_map out)')
-    parser.add_argument('--force', action='store_true', help='overwrite existing files')
-    from mmengine.config import DictAction  # no torch import
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='config files only: override settings before the export, e.g. '
-                             'model.test_cfg.rcnn.max_per_img=20 (recorded in the export\'s metadata)')
+    parser.add_argument('--force', action='store_true',
+                        help='replace earlier exports of the same name (never a folder that is not one)')
+    load_cfg_options().add_cfg_options_argument(
+        parser, 'config files only: override settings before the export, e.g. model.test_cfg.rcnn.max_per_img=20 '
+                '(recorded in the export\'s metadata)')
+    parser.add_argument('--debug', action='store_true', help='on an error, show its traceback (also EDGEFORMERS_DEBUG=1)')
     args = parser.parse_args(argv)
     if args.cfg_options and not args.model.endswith('.py'):
         parser.error(f'--cfg-options: {args.model} is a backbone name; config options apply to a config file, '
@@ -97,7 +80,7 @@ def parse_args(argv=None):
         parser.error(f'--checkpoint {args.checkpoint}: no such file')
     if args.calib and not os.path.isdir(args.calib):
         parser.error(f'--calib {args.calib}: no such folder of images')
-    problem = writable_dir(args.out_dir)
+    problem = load_runner().writable_folder_problem(args.out_dir)
     if problem:
         parser.error(f'--out-dir {args.out_dir}: cannot write there ({problem}); choose a folder you can write, '
                      'e.g. --out-dir work_dirs/export')
@@ -106,9 +89,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # heavy: torch, mmdet, the export stacks
-    from backbones.checkpoints.io import CheckpointFileError
-    from backbones.checkpoints.loading import CheckpointMismatchError
+    from backbones.runtime.cli import run_tool  # heavy from here: torch, mmdet, the export stacks
+    return run_tool(lambda _: export(args), sys.argv[1:] if argv is None else argv)
+
+
+def export(args) -> int:
     from backbones.export.contract import end_to_end, export_formats
     from backbones.export.convert import calibration_images
     from backbones.export.targets import build_target
@@ -116,12 +101,8 @@ def main(argv=None) -> int:
     quiet_third_party_warnings()
     if not args.checkpoint and not args.model.endswith('.py'):
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
-    try:
-        target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial,
-                              cfg_options=args.cfg_options)
-    except (CheckpointFileError, CheckpointMismatchError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    target = build_target(args.model, tuple(args.size), args.checkpoint, partial=args.partial,
+                          cfg_options=args.cfg_options)
     if args.model.endswith('.py') and not args.checkpoint and not _config_loads_weights(target):
         warnings.warn(f'no --checkpoint: {args.model} is exported with random weights')
     if not args.raw and target.kind in ('retinanet', 'two-stage', 'segmentor'):

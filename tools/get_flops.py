@@ -13,18 +13,23 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backbones.analysis.complexity import (all_configs, complexity_rows, format_complexity_markdown,  # noqa: E402
-                                           format_complexity_row)
-from backbones.runtime.cli import quiet_third_party_warnings  # noqa: E402
+from backbones.analysis.complexity import all_configs, complexity_rows, format_complexity_markdown  # noqa: E402
+from backbones.runtime.cli import add_debug_argument, quiet_third_party_warnings, run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(_main, argv)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', nargs='?', help='config file (omit with --table)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="input size (default: the paper's, 800 1280 detection, 512 512 segmentation)")
     parser.add_argument('--table', action='store_true', help='every config in configs/, beside the papers')
     parser.add_argument('--markdown', action='store_true', help='print the table as Markdown (README)')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if not args.table and not args.config:
         parser.error('give a CONFIG, or --table for all configs')
@@ -41,7 +46,7 @@ def main(argv=None) -> int:
               + (f'; paper {paper["gflops"]}' if 'gflops' in paper else ''))
         return 0
     log = None if args.markdown else (lambda line: print(line, flush=True))
-    rows = complexity_rows(all_configs(ROOT), args.shape, log=log)
+    rows = complexity_rows(all_configs([os.path.join(ROOT, 'configs', t) for t in ('detection', 'segmentation')]), args.shape, log=log)
     if args.markdown:
         print(format_complexity_markdown(rows))
     return 0

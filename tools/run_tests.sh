@@ -3,7 +3,7 @@
 # Arguments go to pytest (e.g. -k parity, -x, -m "not slow").
 # The suite runs in parallel processes (pytest-xdist), one per core up to EDGEFORMERS_TEST_WORKERS
 # (default: the cores, at most 4 and one per 6 GiB of memory); EDGEFORMERS_TEST_WORKERS=0 runs it
-# in this process. The Mask R-CNN export tests (up to 13 GB each) take a file lock: one at a time.
+# in this process. The Mask R-CNN export tests take a file lock (their lowering needs several GB): one at a time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/tools/setup.sh"

@@ -70,7 +70,7 @@ PIP_C=(-c "$CONSTRAINTS")
 # pip -q, minus the machine-specific notes about missing local index folders.
 pip_q() { "${PIP[@]}" -q "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 
-log "torch 2.13.0 and torchvision 0.28.0 (first time: ~5 GB download)"
+log "torch 2.13.0 and torchvision 0.28.0 (the first time downloads several GB)"
 pip_q install "${PIP_C[@]}" torch torchvision
 
 # After torch, which pulls the newest setuptools: mmcv's setup.py needs pkg_resources (< 81).
@@ -86,7 +86,7 @@ else
   if [ ${#find_links[@]} -gt 0 ] && pip_q install --no-index --no-deps "${find_links[@]}" "mmcv==$MMCV_VERSION" 2>/dev/null; then
     log "mmcv $MMCV_VERSION installed from a prebuilt wheel"
   else
-    log "no prebuilt mmcv $MMCV_VERSION wheel found: building it from the PyPI sdist (about 20 minutes on 2 cores)"
+    log "no prebuilt mmcv $MMCV_VERSION wheel found: building it from the PyPI sdist (the longest step of a first set-up)"
     mkdir -p "$CACHE"
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" wheel --no-build-isolation --no-deps \
       --no-binary mmcv -w "$CACHE" "mmcv==$MMCV_VERSION"

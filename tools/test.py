@@ -10,9 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.checkpoints.io import CheckpointFileError  # noqa: E402
-from backbones.checkpoints.loading import CheckpointMismatchError  # noqa: E402
-from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings  # noqa: E402
+from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings, run_tool  # noqa: E402
 from backbones.runtime.engine import prepare_test_config, setup_launcher_env, test  # noqa: E402
 
 
@@ -30,17 +28,18 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(_main, argv)
+
+
+def _main(argv) -> int:
     quiet_third_party_warnings()
     args = parse_args(argv)
     setup_launcher_env(args.local_rank)
     cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
                               cfg_options=args.cfg_options, launcher=args.launcher, out=args.out,
                               show_dir=args.show_dir)
-    try:
-        test(cfg, partial=args.partial)
-    except (CheckpointFileError, CheckpointMismatchError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    test(cfg, partial=args.partial)
     return 0
 
 

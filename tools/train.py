@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings  # noqa: E402
+from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings, run_tool  # noqa: E402
 from backbones.runtime.engine import prepare_train_config, setup_launcher_env, train  # noqa: E402
 
 
@@ -21,15 +21,18 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
                         help='resume from CHECKPOINT, or without one from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
-    scale = parser.add_mutually_exclusive_group()
-    scale.add_argument('--auto-scale-lr', dest='auto_scale_lr', action='store_const', const=True,
-                       help='scale the lr linearly with the total batch (the configs do by default)')
-    scale.add_argument('--no-auto-scale-lr', dest='auto_scale_lr', action='store_const', const=False,
-                       help="keep the config's lr whatever the total batch")
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help="scale the lr linearly from the config's total batch (auto_scale_lr.base_batch_size, "
+                             'the batch in its name) to the real one (GPUs x batch per GPU)')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(_main, argv)
+
+
+def _main(argv) -> int:
     quiet_third_party_warnings()
     args = parse_args(argv)
     setup_launcher_env(args.local_rank)

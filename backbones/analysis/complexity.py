@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..classifier import build_classifier
-from ..registry import get_variant, variant_names, variant_of_config
+from ..registry import downstream_figures, get_variant, variant_names, variant_of_config
 from ..runtime.models import build_model_from_config, build_retinanet, image_meta
-from .papers import PAPER_SHAPES, agrees, paper_models
+from .papers import PAPER_SHAPES, agrees
 
 
 def count_complexity(model: torch.nn.Module, height: int = 224, width: int = 224) -> Dict[str, float]:
@@ -131,13 +131,14 @@ def config_name(path: str) -> str:
 
 def config_paper(path: str) -> Dict[str, str]:
     """The paper's figures for a config (empty when it gives none)."""
-    return paper_models().get(config_name(path), {})
+    return downstream_figures().get(config_name(path), {})
 
 
-def all_configs(root: str) -> List[str]:
+def all_configs(folders: Sequence[str]) -> List[str]:
+    """The config files directly in each of ``folders`` (the tools pass the checkout's
+    ``configs/detection`` and ``configs/segmentation``), sorted per folder."""
     out = []
-    for task in ('detection', 'segmentation'):
-        folder = osp.join(root, 'configs', task)
+    for folder in folders:
         out += sorted(osp.join(folder, f) for f in os.listdir(folder) if f.endswith('.py'))
     return out
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Tuple
 
 from ..registry import FAMILIES, variant_of_config
 from .complexity import config_name
-from .papers import paper_models
+from ..registry import downstream_figures
 
 
 def metafile(rows: List[Tuple[str, Dict[str, float]]]) -> str:
@@ -26,7 +26,7 @@ def metafile(rows: List[Tuple[str, Dict[str, float]]]) -> str:
         variant = variant_of_config(name)
         family = variant.family if variant else '?'
         seg = name.startswith('fpn_')
-        paper = paper_models().get(name, {})
+        paper = downstream_figures().get(name, {})
         lines += [f'  - Name: {name}', f'    In Collection: {family}',
                   f'    Config: configs/{osp.basename(osp.dirname(path))}/{osp.basename(path)}',
                   '    Metadata:', f"      Training Data: {'ADE20K' if seg else 'COCO'}",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from ..registry import downstream_figures, variants
+from ..registry import variants
 
 #: the papers' input sizes (H, W) for whole-model FLOPs, by toolbox
 PAPER_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 512)}
@@ -13,11 +13,6 @@ def imagenet_figures() -> Dict[str, Dict[str, str]]:
     """ImageNet-1k at 224 by variant name: params (M, with classifier), GMACs, top-1 (%), as
     printed; variants whose paper gives none are left out."""
     return {v.name: v.imagenet for v in variants() if v.imagenet}
-
-
-def paper_models() -> Dict[str, Dict[str, str]]:
-    """Whole detectors / segmentors by config name: params, GFLOPs, box AP, mask AP, mIoU."""
-    return downstream_figures()
 
 
 def agrees(measured: float, paper: str, tolerance: float) -> bool:

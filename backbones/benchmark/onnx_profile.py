@@ -6,7 +6,7 @@ declared types and shapes (a uint8 image for end-to-end models), drops the first
 (allocation and kernel selection), and sums the node times of the rest by operator type and
 by node, with their input shapes. It works on any ``.onnx`` file, end-to-end detectors
 included, where the operator-by-operator ExecuTorch profile
-(:mod:`backbones.export.profile`) covers backbones only.
+(:mod:`backbones.benchmark.operators`) covers backbones only.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -73,16 +73,11 @@ def profile_onnx(path: str, runs: int = 5, warmup: int = 2, threads: Optional[in
     """Run the ONNX model at ``path`` ``warmup + runs`` times with ONNX Runtime's profiler
     on (``threads``: intra-op threads, default the runtime's) and return the node times of
     the last ``runs`` runs, per run."""
-    import onnxruntime as ort
-
-    from .formats import onnx_session_options
+    from ..export.runner import onnx_session
     if runs < 1 or warmup < 0:
         raise ValueError(f'runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}')
     with tempfile.TemporaryDirectory(prefix='onnx_profile_') as tmp:
-        options = onnx_session_options(threads)
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, 'trace')
-        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        session = onnx_session(path, threads, profile_prefix=os.path.join(tmp, 'trace'))
         feeds = random_inputs(session)
         for _ in range(warmup + runs):
             session.run(None, feeds)
@@ -116,13 +111,13 @@ def profile_onnx(path: str, runs: int = 5, warmup: int = 2, threads: Optional[in
     return OnnxProfile(path, [e['dur'] / 1e3 for e in counted], nodes)
 
 
-def format_onnx_profile(p: OnnxProfile, top: int = 15, machine: str = '') -> str:
+def format_onnx_profile(p: OnnxProfile, top: int = 15, threads: Optional[int] = None) -> str:
     """Markdown: whole-model time, the operator types by time with their share of the node
     time, and the ``top`` slowest nodes with their input shapes."""
     total = p.node_ms or float('nan')
     runs = ', '.join(f'{ms:.1f}' for ms in p.run_ms)
     lines = [f'ONNX Runtime profile of `{os.path.basename(p.path)}` ({p.runs} runs after the warm-up: {runs} ms'
-             f'{"; " + machine if machine else ""}).', '',
+             f'; {threads or "default"} threads).', '',
              '| operator type | ms / run | share of node time |', '|---|---|---|']
     lines += [f'| {op} | {ms:.1f} | {100 * ms / total:.1f}% |' for op, ms in p.by_op_type().items()]
     groups = by_op_and_shapes(p)
@@ -154,3 +149,35 @@ def onnx_profile_json(p: OnnxProfile, top: int = 100) -> dict:
     return dict(path=p.path, runs=p.runs, run_ms=p.run_ms, node_count=len(p.nodes), node_ms=p.node_ms,
                 by_op_type=p.by_op_type(), by_op_and_shapes=by_op_and_shapes(p),
                 nodes=[dict(name=n.name, op_type=n.op_type, ms=n.ms, inputs=n.inputs) for n in p.nodes[:top]])
+
+
+def report_names(paths: Sequence[str]) -> List[str]:
+    """A report name per ONNX file: its stem, or ``FOLDER_STEM`` where two files share a stem.
+    Raises a ValueError when two files share their folder's name too (the reports would
+    overwrite each other)."""
+    names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    if len(set(names)) < len(names):
+        names = [f'{os.path.basename(os.path.dirname(os.path.abspath(path)))}_{name}'
+                 for path, name in zip(paths, names)]
+        if len(set(names)) < len(names):
+            raise ValueError('--profile-onnx: two files share a name and a folder name, so their reports would '
+                             'overwrite each other; profile them one at a time with separate --results-dir')
+    return names
+
+
+def profile_files(paths: Sequence[str], results_dir: str, header: str, runs: int = 5, threads: Optional[int] = None,
+                  log: Callable[[str], None] = print) -> None:
+    """Profile each ONNX file and write ``results_dir/onnx_profile_NAME.{md,json}``."""
+    from .results import write_results
+    for path in paths:
+        if not path.endswith('.onnx') or not os.path.isfile(path):
+            raise ValueError(f'--profile-onnx {path}: not an .onnx file; export one with tools/export.py '
+                             '--formats onnx (or the main job)')
+    for path, name in zip(paths, report_names(paths)):
+        profile = profile_onnx(path, runs=runs, threads=threads)
+        report = format_onnx_profile(profile, threads=threads)
+        log('\n' + report)
+        written = write_results(os.path.join(results_dir, 'onnx_profile_' + name), header, report,
+                                onnx_profile_json(profile))
+        log('written: ' + ', '.join(written))
+

@@ -341,7 +341,7 @@ def _time_methods(methods: Dict[str, Tuple[str, str]], inputs: Dict[str, Tuple[t
     ``rounds`` interleaved rounds, outputs read in place."""
     from executorch.extension.pybindings import portable_lib
 
-    from .benchmark import host_threads
+    from .timing import host_threads
     portable_lib._unsafe_reset_threadpool(threads)
     loaded = {path: portable_lib._load_for_executorch(path) for path in {p for p, _ in methods.values()}}
     samples: Dict[str, List[float]] = {k: [] for k in methods}
@@ -532,8 +532,7 @@ def format_profile_summary(profiles: Sequence[ModelProfile], threads: Sequence[i
     return '\n'.join(lines)
 
 
-def profile_report(profiles: Sequence[ModelProfile], threads: Sequence[int], machine: str, reference: str,
-                   etdump: bool) -> str:
+def profile_report(profiles: Sequence[ModelProfile], threads: Sequence[int], reference: str, etdump: bool) -> str:
     loads = [p.load for p in profiles if p.load]
     load = (' Load average during the run: ' + ', '.join(f'{avg[0]:.1f}' for avg in loads)
             + ' (1-minute, after each model).') if loads else ''
@@ -541,15 +540,15 @@ def profile_report(profiles: Sequence[ModelProfile], threads: Sequence[int], mac
               if etdump else 'This ExecuTorch build records no ETDump events (the pip wheels are built without the '
               'event tracer), so each operator (with what XNNPACK fuses into it) was exported alone and timed with '
               'the same runtime')
-    return '\n\n'.join([f'Per-operator profiles, ExecuTorch XNNPACK fp32, measured on {machine}.{load}',
+    return '\n\n'.join([f'Per-operator profiles, ExecuTorch XNNPACK fp32.{load}',
                         f'{method}; the whole models were timed in the same run. Times are medians; a group\'s time '
                         'is the sum over its operators.',
                         format_profile_summary(profiles, threads, reference)]
                        + [format_profile(p, threads) for p in profiles])
 
 
-def profile_json(profiles: Sequence[ModelProfile], machine: str, etdump: bool) -> dict:
-    return dict(machine=machine, etdump=etdump, profiles=[asdict(p) for p in profiles])
+def profile_json(profiles: Sequence[ModelProfile], etdump: bool) -> dict:
+    return dict(etdump=etdump, profiles=[asdict(p) for p in profiles])
 
 
 def profiles_from_json(data: dict) -> List[ModelProfile]:
@@ -563,3 +562,29 @@ def profiles_from_json(data: dict) -> List[ModelProfile]:
                  groups=[GroupProfile(**dict(g, ms=by_threads(g['ms']))) for g in p['groups']])
         out.append(ModelProfile(**p))
     return out
+
+
+def profile_models(names: Sequence[str], size: Tuple[int, int], threads: Sequence[int], seconds: float, out_dir: str,
+                   results_dir: str, header: str, log: Callable[[str], None] = print) -> str:
+    """Profile each backbone or config (beside MobileNetV2 x1.0) and write
+    ``results_dir/profile_HxW.{md,json}``; returns the report."""
+    from ..export.targets import build_target, target_name
+    from .baselines import REFERENCE, baseline_target
+    from .results import write_results
+    names = list(dict.fromkeys([REFERENCE] + list(names)))
+    etdump = etdump_available()
+    log(f'ETDump events in this ExecuTorch build: {"yes" if etdump else "no (pip wheel without the event tracer)"}; '
+        'profiling operator by operator')
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    profiles = []
+    for name in names:
+        target = baseline_target(name, size) if name == REFERENCE else build_target(name, size)
+        profiles.append(profile_model(target_name(name), target.module, x, threads,
+                                      osp.join(out_dir, 'profile', target_name(name)), seconds_each=seconds / 100,
+                                      whole_seconds=seconds, log=log))
+    report = profile_report(profiles, threads, REFERENCE, etdump)
+    written = write_results(osp.join(results_dir, f'profile_{size[0]}x{size[1]}'), header, report,
+                            profile_json(profiles, etdump))
+    log('written: ' + ', '.join(written))
+    return report
+

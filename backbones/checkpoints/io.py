@@ -16,14 +16,8 @@ on older torch (2.0 - 2.5) ``torch.load(weights_only=False, pickle_module=...)``
 torch's, calls, instantiates and builds only allow-listed objects.
 
 ``import backbones`` registers :func:`load_local_checkpoint` as mmengine's loader for local
-paths (:func:`register_mmengine_loader`): every local ``load_checkpoint`` in the process,
-ours or not, then reads through the allow-list. That is never less safe than mmengine's own
-``torch.load(path)`` (which unpickles anything on torch < 2.6), and lets ``--resume`` and
-``load_from`` read mmengine's checkpoints on torch >= 2.6, where ``weights_only=True`` is the
-default and refuses them.
-
-Training checkpoints are written atomically by :class:`AtomicLocalBackend`, which
-:func:`make_checkpoints_atomic` gives to a runner's ``CheckpointHook``.
+paths (:mod:`backbones.runtime.mmengine_setup`), so every local ``load_checkpoint`` in the
+process reads through the allow-list.
 """
 from __future__ import annotations
 
@@ -36,8 +30,6 @@ import zipfile
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Set
 
 import torch
-
-_PATCHED = False
 
 #: how a refused checkpoint can be made loadable
 REFUSED_HINT = ('If the file is yours and trusted, re-save only its weights (torch.save(model.state_dict(), '
@@ -348,30 +340,13 @@ def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
         raise _unreadable(path, err) from err
 
 
-def load_from_local_allowlisted(filename: str, map_location: Any = None) -> Any:
-    """:func:`load_local_checkpoint` under the name mmengine's log shows ("Loads checkpoint by
-    local_allowlisted backend")."""
-    return load_local_checkpoint(filename, map_location)
-
-
-def register_mmengine_loader() -> None:
-    """Register the allow-listed loader as mmengine's loader for local paths, for every user
-    of mmengine in the process (idempotent)."""
-    global _PATCHED
-    if _PATCHED:
-        return
-    from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_allowlisted, force=True)
-    _PATCHED = True
-
-
 def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
-    """Load a checkpoint file: a local path through the allow-list; ``http(s)://`` downloaded
-    to torch's hub cache (atomically, by torch) and then read as a local file; other URLs
-    (``open-mmlab://``, ``s3://`` ...) by mmengine's loaders."""
+    """Load a checkpoint file: a local path through the allow-list; ``http(s)://`` through
+    :func:`load_url_checkpoint`; other URLs (``open-mmlab://``, ``s3://`` ...) by mmengine's
+    loaders."""
     path = str(path)
     if path.startswith(('http://', 'https://')):
-        return load_local_checkpoint(_download(path), map_location=map_location)
+        return load_url_checkpoint(path, map_location=map_location)
     if '://' in path:
         from mmengine.runner import CheckpointLoader
         return CheckpointLoader.load_checkpoint(path, map_location=map_location)
@@ -382,57 +357,76 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict[str, Any]:
     return load_local_checkpoint(path, map_location=map_location)
 
 
-def _download(url: str) -> str:
+#: seconds a download may wait to connect, and then for each read (``EDGEFORMERS_DOWNLOAD_TIMEOUT``)
+DOWNLOAD_TIMEOUT = 30.0
+
+
+def download_timeout() -> float:
+    value = os.environ.get('EDGEFORMERS_DOWNLOAD_TIMEOUT')
+    try:
+        return float(value) if value else DOWNLOAD_TIMEOUT
+    except ValueError:
+        raise ValueError(f'EDGEFORMERS_DOWNLOAD_TIMEOUT={value!r}: give the timeout in seconds, e.g. 30') from None
+
+
+def cached_download_path(url: str) -> str:
+    """Where :func:`load_url_checkpoint` keeps ``url``: torch's hub cache, ``checkpoints/NAME``."""
     from urllib.parse import urlparse
-    from torch.hub import download_url_to_file, get_dir
-    cached = os.path.join(get_dir(), 'checkpoints', os.path.basename(urlparse(url).path))
-    if not os.path.isfile(cached):
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        download_url_to_file(url, cached, progress=False)  # writes a temporary file, then moves it
-    return cached
+    from torch.hub import get_dir
+    name = os.path.basename(urlparse(url).path) or 'checkpoint.pth'
+    return os.path.join(get_dir(), 'checkpoints', name)
 
 
-# ---------------------------------------------------------------------------- atomic training checkpoints
-#: the mmengine file backend (``backend_args``) that writes local files atomically
-ATOMIC_BACKEND = 'edgeformers_atomic_local'
-_BACKEND_REGISTERED = False
+def load_url_checkpoint(url: str, map_location: Any = None, timeout: Optional[float] = None) -> Any:
+    """Load an ``http(s)://`` checkpoint, downloading it into torch's hub cache first.
 
-
-def _register_atomic_backend() -> None:
-    global _BACKEND_REGISTERED
-    if _BACKEND_REGISTERED:
-        return
-    from mmengine.fileio import LocalBackend, register_backend
-
-    from ..fileio import atomic_write
-
-    class AtomicLocalBackend(LocalBackend):
-        """mmengine's LocalBackend whose writes go through :func:`backbones.fileio.atomic_write`."""
-
-        def put(self, obj: bytes, filepath) -> None:
-            with atomic_write(str(filepath)) as f:
-                f.write(obj)
-
-        def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-            with atomic_write(str(filepath), 'w', encoding=encoding) as f:
-                f.write(obj)
-
-    register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
-    _BACKEND_REGISTERED = True
-
-
-def make_checkpoints_atomic(runner: Any) -> int:
-    """Let the runner's ``CheckpointHook``\\ s save through the atomic local backend (a
-    checkpoint appears whole under its name or not at all), unless a hook already has its own
-    storage settings or saves to a URL. Returns how many hooks were changed."""
-    from mmengine.hooks import CheckpointHook
-    _register_atomic_backend()
-    changed = 0
-    for hook in getattr(runner, 'hooks', []):
-        if not isinstance(hook, CheckpointHook) or hook.backend_args is not None:
-            continue
-        if getattr(hook, 'file_client_args', None) is not None or '://' in str(hook.out_dir or ''):
-            continue
-        hook.backend_args = dict(backend=ATOMIC_BACKEND)
-        changed += 1
-    return changed
+    The download has a connect and read timeout (:data:`DOWNLOAD_TIMEOUT`), goes to a
+    temporary file beside the cached one, and is read through the allow-list before it is
+    renamed into place: the cache only ever holds whole, readable checkpoints. Every error
+    names the URL."""
+    import urllib.error
+    import urllib.request
+    import uuid
+    timeout = download_timeout() if timeout is None else timeout
+    cached = cached_download_path(url)
+    if os.path.isfile(cached):
+        try:
+            return load_local_checkpoint(cached, map_location=map_location)
+        except CheckpointFileError as err:
+            raise CheckpointFileError(f'{url}: the cached copy {cached} cannot be read ({err}); delete it to '
+                                      'download the checkpoint again') from None
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    tmp = f'{cached}.partial-{uuid.uuid4().hex[:12]}'
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, 'wb') as f:
+                expected = response.headers.get('Content-Length')
+                received = 0
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    received += len(chunk)
+            if expected is not None and expected.isdigit() and received != int(expected):
+                raise CheckpointFileError(f'{url}: the download ended after {received} of {expected} bytes; try '
+                                          'again (nothing was cached)')
+        except urllib.error.HTTPError as err:
+            raise CheckpointFileError(f'{url}: the server answered HTTP {err.code} ({err.reason}); check the URL '
+                                      '(nothing was cached)') from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, 'reason', err)
+            if isinstance(reason, TimeoutError) or 'timed out' in str(reason):
+                reason = f'no answer within {timeout:g} s (EDGEFORMERS_DOWNLOAD_TIMEOUT sets the timeout)'
+            raise CheckpointFileError(f'{url}: the download failed: {reason}; check the URL and the network, or '
+                                      'download the file yourself and pass its path (nothing was cached)') from None
+        try:
+            checkpoint = load_local_checkpoint(tmp, map_location=map_location)
+        except CheckpointFileError as err:
+            raise type(err)(f'{url}: the downloaded file is not a readable checkpoint '
+                            f'({str(err).replace(tmp, "the download")}); nothing was cached') from None
+        os.replace(tmp, cached)
+        return checkpoint
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

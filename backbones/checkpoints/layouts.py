@@ -69,6 +69,10 @@ class Layout:
         return out
 
 
+#: the key prefixes of a classifier's parts that a backbone does not have: the final norm and
+#: the heads (the distillation head of EfficientFormerV2 included), in our classifier layout
+CLASSIFIER_PREFIXES = ('norm.', 'head.', 'head_dist.')
+
 #: every registered layout, by name
 LAYOUTS: Dict[str, Layout] = {}
 #: whole detector / segmentor state dicts (a ``backbone.`` part), and anything else

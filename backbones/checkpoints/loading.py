@@ -18,10 +18,9 @@ from mmengine.logging import print_log
 
 from ..fileio import save_torch
 from ..registry import variants
-from .io import read_checkpoint
-from .layouts import DETECTOR, UNKNOWN, StateDict, convert_full_checkpoint, convert_state_dict, detect_layout, get_layout
-
-CLASSIFIER_KEYS = ('head.', 'head_dist.', 'norm.')
+from .io import CheckpointFileError, read_checkpoint
+from .layouts import (CLASSIFIER_PREFIXES, DETECTOR, UNKNOWN, StateDict, convert_full_checkpoint, convert_state_dict,
+                      detect_layout, get_layout)
 
 
 class CheckpointMismatchError(ValueError):
@@ -96,6 +95,36 @@ def extract_state_dict(checkpoint: Any, prefix: Optional[str] = None, source: st
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
+def nonfinite_tensors(tensors: Dict[str, torch.Tensor]) -> List[str]:
+    """The names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_values(state_dict: Dict[str, torch.Tensor], source: str,
+                 expected: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """Refuse weights no model should be given: tensors holding NaN or infinity (a diverged
+    training run or a damaged file), and, against the model's own ``expected`` tensors,
+    integer tensors where the model has floating-point weights (which loading would cast
+    silently). Raises :class:`~.io.CheckpointFileError` naming how many tensors and which."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise CheckpointFileError(f'{source}: {len(bad)} of its {len(state_dict)} tensors hold NaN or infinite values '
+                                  f'({_listed(bad)}): the training that wrote it diverged or the file is damaged; use '
+                                  'an earlier checkpoint')
+    if expected is not None:
+        wrong = [f'{k} ({v.dtype})' for k, v in state_dict.items() if k in expected and isinstance(v, torch.Tensor)
+                 and expected[k].is_floating_point() and not v.is_floating_point()]
+        if wrong:
+            raise CheckpointFileError(f'{source}: {len(wrong)} weights are integers where the model has floating-point '
+                                      f'weights ({_listed(wrong)}): not a checkpoint of trained weights (a quantised '
+                                      'or otherwise converted file?); export or save the float weights')
+
+
+def _listed(names: List[str], limit: int = 5) -> str:
+    return ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+
+
 def _shapes_on_meta(cls: type, arch: str) -> Dict[str, torch.Size]:
     with torch.device('meta'):
         model = cls(arch=arch)
@@ -107,7 +136,7 @@ _SHAPE_CACHE: Dict[Tuple[type, str], Dict[str, torch.Size]] = {}
 
 def _comparable(key: str) -> bool:
     # size-dependent tables and BN counters say nothing about the arch; heads are not the backbone's
-    return not key.endswith(('attention_biases', 'num_batches_tracked')) and not key.startswith(CLASSIFIER_KEYS)
+    return not key.endswith(('attention_biases', 'num_batches_tracked')) and not key.startswith(CLASSIFIER_PREFIXES)
 
 
 def guess_arch(state_dict: StateDict) -> Tuple[str, str, float]:
@@ -190,11 +219,12 @@ def load_state_dict_checked(model: nn.Module, state_dict: StateDict, source: str
     the model's), and the log lists them. Returns ``dict(missing=..., unexpected=..., ignored=...)``.
     """
     converted, layout = convert_state_dict(state_dict)
+    check_values(converted, source)
     if layout == DETECTOR:
         raise CheckpointMismatchError(f"{source} is a whole detector/segmentor checkpoint; pass prefix='backbone.' "
                          '(init_cfg=dict(type=\'Pretrained\', checkpoint=..., prefix=\'backbone.\'))')
-    ignored = sorted(k for k in converted if k.startswith(CLASSIFIER_KEYS))
-    converted = {k: v for k, v in converted.items() if not k.startswith(CLASSIFIER_KEYS)}
+    ignored = sorted(k for k in converted if k.startswith(CLASSIFIER_PREFIXES))
+    converted = {k: v for k, v in converted.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     left_at_init: Set[str] = set()
     if hasattr(model, 'adapt_state_dict'):
         from_classifier = bool(getattr(get_layout(layout), 'classification', False) or ignored)
@@ -202,6 +232,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: StateDict, source: str
         left_at_init = set(converted) - set(adapted)  # e.g. bias tables of another size, reported by the model
         converted = adapted
     own = model.state_dict()
+    check_values(converted, source, own)
     name = f"{type(model).__name__}(arch={getattr(model, 'arch_name', '?')!r})"
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                   for k, v in converted.items() if k in own and own[k].shape != v.shape]
@@ -230,14 +261,12 @@ def load_state_dict_checked(model: nn.Module, state_dict: StateDict, source: str
         raise CheckpointMismatchError(f'{source} (layout: {layout}) does not fit {name}: {"; ".join(detail)}; '
                          f'{_describe_guess(converted)}. {_partial_hint(source)}')
     model.load_state_dict(converted, strict=False)
+    notes = ((ignored, f'ignored classifier keys: {ignored}'), (unexpected, f'ignored unexpected keys: {unexpected}'),
+             (missing, f'partial load: {len(missing)} weights not in the checkpoint keep their initialisation: '
+                       f'{missing}'))
     msg = [f'loaded {source} (layout: {layout}) into {name}: {len(matched)} tensors']
-    if ignored:
-        msg.append(f'ignored classifier keys: {ignored}')
-    if unexpected:
-        msg.append(f'ignored unexpected keys: {unexpected}')
-    if missing:
-        msg.append(f'partial load: {len(missing)} weights not in the checkpoint keep their initialisation: {missing}')
-    print_log('; '.join(msg), logger='current', level=logging.WARNING if missing or unexpected else logging.INFO)
+    print_log('; '.join(msg + [text for present, text in notes if present]), logger='current',
+              level=logging.WARNING if missing or unexpected else logging.INFO)
     return dict(missing=missing, unexpected=unexpected, ignored=ignored)
 
 
@@ -277,6 +306,7 @@ def load_model_checkpoint(model: nn.Module, checkpoint: str, partial: bool = Fal
     target = model.module if is_model_wrapper(model) else model
     source = str(checkpoint)
     state_dict = extract_state_dict(read_checkpoint(checkpoint, map_location=map_location), source=source)
+    check_values(state_dict, source, target.state_dict())
     found: Dict[str, List[str]] = {}
 
     def record(module, incompatible) -> None:  # the root's post-hook runs last, with every key

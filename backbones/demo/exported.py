@@ -3,38 +3,22 @@
 Each trained model is exported as an app would ship it (:mod:`backbones.export.contract`:
 uint8 RGB image in; boxes / scores / labels (and masks), or seg_map out), then every
 validation image is read from disk as an app would read it and run through
-``tools/run_exported.py`` (the torch-free reference runner), and its predictions go through
+the torch-free reference runner (:mod:`backbones.export.runner`), and its predictions go through
 the same mmdet / mmseg evaluator the eager test used, so the metrics compare side by side.
 int8 exports are calibrated on training images.
 """
 from __future__ import annotations
 
-import importlib.util
-import os.path as osp
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from mmengine.logging import print_log
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-RUNNER = osp.join(ROOT, 'tools', 'run_exported.py')
+from ..export import runner
+
 #: what --export-formats offers (the formats that run on this machine)
 EVALUATED_FORMATS = ('onnx', 'executorch', 'executorch-int8')
-
-
-def load_runner():
-    """``tools/run_exported.py`` as a module (it is a script of the checkout, not of the package)."""
-    if 'run_exported' in sys.modules:
-        return sys.modules['run_exported']
-    if not osp.isfile(RUNNER):
-        raise FileNotFoundError(f'{RUNNER} is missing: the demo evaluates exports through the runner of the checkout')
-    spec = importlib.util.spec_from_file_location('run_exported', RUNNER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules['run_exported'] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -114,8 +98,7 @@ def evaluate_export(cfg, path: str, task: str, threads: Optional[int] = None) ->
     from mmengine.evaluator import Evaluator
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
-    runner_module = load_runner()
-    model = runner_module.load_model(path, threads=threads)
+    model = runner.load_model(path, threads=threads)
     init_default_scope(cfg.get('default_scope'))
     loader = Runner.build_dataloader(cfg.test_dataloader, seed=0)
     evaluator = Evaluator(cfg.test_evaluator)
@@ -126,7 +109,7 @@ def evaluate_export(cfg, path: str, task: str, threads: Optional[int] = None) ->
         for sample in batch['data_samples']:
             image = _read_rgb(sample.img_path)
             start = time.perf_counter()
-            prediction = runner_module.predict(model, image)
+            prediction = runner.predict(model, image)
             latencies.append((time.perf_counter() - start) * 1e3)
             samples.append(_data_sample(sample, prediction, task))
         evaluator.process(data_samples=samples, data_batch=batch)

@@ -28,11 +28,6 @@ from .configs import check_config_task, detection_config, segmentation_config
 from .dataset import make_dataset
 from .exported import EVALUATED_FORMATS, evaluate_export, export_trained
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_DET_CONFIG = osp.join(ROOT, 'configs', 'detection', 'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py')
-DEFAULT_SEG_CONFIG = osp.join(ROOT, 'configs', 'segmentation', 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py')
-
-
 def _train_and_test(cfg: Config, name: str) -> Dict[str, Any]:
     print_log(f'[demo] training {name}: {cfg.train_cfg.max_iters} iterations, batch '
               f'{cfg.train_dataloader.batch_size}, work dir {cfg.work_dir}', logger='current')
@@ -58,7 +53,7 @@ def _export_and_evaluate(result: Dict[str, Any], cfg: Config, task: str, size: i
     """Export ``result``'s trained model end to end to ``formats`` and evaluate each export
     on the validation split; adds ``result['exports']``."""
     print_log(f'[demo] exporting {result["config_name"]} end to end ({", ".join(formats)}) and evaluating '
-              'the exports through tools/run_exported.py', logger='current')
+              'the exports through the runner', logger='current')
     exports = export_trained(cfg, result['config'], result['checkpoint'], (size, size), formats,
                              osp.join(cfg.work_dir, 'export'))
     for fmt, info in exports.items():
@@ -116,12 +111,20 @@ def _draw(det: Optional[Dict[str, Any]], seg: Optional[Dict[str, Any]], image_pa
 
 
 def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
-             det_config: Optional[str] = DEFAULT_DET_CONFIG, seg_config: Optional[str] = DEFAULT_SEG_CONFIG,
+             det_config: Optional[str] = None, seg_config: Optional[str] = None,
              num_train: int = 200, num_val: int = 50, size: int = 192, det_iters: int = 120,
              seg_iters: int = 150, batch_size: int = 4, det_lr: float = 1e-3, seg_lr: float = 1e-3,
              num_vis: int = 4, seed: int = 0, export_formats: Sequence[str] = ('onnx',)) -> Dict[str, Any]:
     """Run the whole job; returns the results (also written to ``work_dir/results.json``).
-    ``export_formats``: end-to-end exports evaluated after training (empty: none)."""
+
+    Args:
+        det_config / seg_config: a detection and a segmentation config of the project (the
+            tools pass ``configs/detection/mask-rcnn_efficientformerv2-s0_...`` and
+            ``configs/segmentation/fpn_edgevit-xxs_...``); None skips that task.
+        export_formats: end-to-end exports evaluated after training (empty: none).
+    """
+    if not (det_config or seg_config):
+        raise ValueError('the main job needs a detection or a segmentation config (det_config, seg_config)')
     unknown = [f for f in export_formats if f not in EVALUATED_FORMATS]
     if unknown:
         raise ValueError(f'export formats {unknown}: the demo evaluates {list(EVALUATED_FORMATS)}')
@@ -138,21 +141,17 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
     roots = make_dataset(data_root, num_train=num_train, num_val=num_val, size=(size, size), seed=seed)
     results: Dict[str, Any] = dict(dataset=dict(root=data_root, num_train=num_train, num_val=num_val, size=size,
                                                 seed=seed))
-    det = seg = None
-    if det_config:
-        cfg = detection_config(det_config, roots['coco'], size, det_iters, batch_size, det_lr,
-                               work_dir=osp.join(work_dir, 'detection'))
-        det = dict(_train_and_test(cfg, osp.basename(det_config)), config_name=osp.basename(det_config))
-        results['detection'] = det
+    tasks = (('detection', det_config, detection_config, roots['coco'], det_iters, det_lr),
+             ('segmentation', seg_config, segmentation_config, roots['ade'], seg_iters, seg_lr))
+    for task, config, adapt, root, iters, lr in tasks:
+        if not config:
+            continue
+        cfg = adapt(config, root, size, iters, batch_size, lr, work_dir=osp.join(work_dir, task))
+        result = dict(_train_and_test(cfg, osp.basename(config)), config_name=osp.basename(config))
+        results[task] = result
         if export_formats:
-            _export_and_evaluate(det, cfg, 'detection', size, export_formats)
-    if seg_config:
-        cfg = segmentation_config(seg_config, roots['ade'], size, seg_iters, batch_size, seg_lr,
-                                  work_dir=osp.join(work_dir, 'segmentation'))
-        seg = dict(_train_and_test(cfg, osp.basename(seg_config)), config_name=osp.basename(seg_config))
-        results['segmentation'] = seg
-        if export_formats:
-            _export_and_evaluate(seg, cfg, 'segmentation', size, export_formats)
+            _export_and_evaluate(result, cfg, task, size, export_formats)
+    det, seg = results.get('detection'), results.get('segmentation')
     if num_vis > 0 and (det or seg):
         images = sorted(os.listdir(osp.join(roots['coco'], 'val2017')))[:num_vis]
         results['predictions_png'] = _draw(det, seg, [osp.join(roots['coco'], 'val2017', i) for i in images],
@@ -189,7 +188,7 @@ def format_results(results: Dict[str, Any]) -> str:
             cells = [f'{metrics[c][key] / scale:.3f}' if key in metrics[c] else '-' for c in columns]
             lines.append(f'  {label:<12}' + ''.join(f'{cell:>17}' for cell in cells))
         if any('ms_median' in info for info in exports.values()):
-            # the exports as an app runs them, through tools/run_exported.py (eager: not comparable)
+            # the exports as an app runs them, through the runner (eager: not comparable)
             cells = ['-'] + [f'{exports[c]["ms_median"]:.1f}' if 'ms_median' in exports[c] else '-'
                              for c in columns[1:]]
             lines.append(f'  {"ms / image":<12}' + ''.join(f'{cell:>17}' for cell in cells))

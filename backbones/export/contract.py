@@ -1,4 +1,4 @@
-"""End-to-end exports a phone app uses as they are (issue 11).
+"""End-to-end exports a phone app uses as they are.
 
 Input ``image``: uint8 ``[1, H, W, 3]``, RGB, at the export size; layout, colour order and the
 config's normalisation are inside the graph. Outputs: RetinaNet ``boxes`` float32 ``[K, 4]``
@@ -9,6 +9,7 @@ plus ``masks`` uint8 ``[K, H, W]`` (0 / 1, zero past the detections; :mod:`.two_
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -16,7 +17,8 @@ import torch.nn as nn
 
 from ..fileio import atomic_path, write_json
 from .postprocess import RetinaNetPostprocess
-from .targets import DenseDetector, SegmentorLogits, Target, package_version
+from .runner import decode_value, metadata_json_path
+from .targets import DenseDetector, Target, package_version
 
 
 def preprocessor_settings(model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...], bool]:
@@ -174,6 +176,7 @@ def metadata(kind: str, classes: Sequence[str], size: Tuple[int, int], mean: Seq
     """What every end-to-end artifact carries (ONNX metadata_props, Core ML user metadata,
     ``<name>.json`` beside a ``.pte``)."""
     return dict(task='segmentation' if kind == 'segmentor' else 'detection', classes=list(classes),
+                num_classes=len(classes),
                 input_name='image', input_size=[int(size[0]), int(size[1])], input_layout='NHWC',
                 input_dtype='uint8', color_order='RGB', mean=list(mean), std=list(std), score_threshold=score_thr,
                 outputs=OUTPUT_NAMES[kind], config=config, checkpoint=checkpoint or None,
@@ -190,17 +193,10 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- artifacts
-def metadata_path(path: str) -> str:
-    """``<name>.json`` beside a ``.pte`` (ExecuTorch files carry no metadata of their own)."""
-    import os.path as osp
-    return osp.splitext(path)[0] + '.json'
-
-
 def attach_metadata(path: str, meta: Dict[str, object]) -> None:
     """Write ``meta`` into / beside an exported file: ONNX ``metadata_props`` (each value
     JSON-encoded; the outputs also get their names), Core ML user metadata and class labels,
     a JSON file beside anything else."""
-    import json
     if path.endswith('.onnx'):
         import onnx
         model = onnx.load(path)
@@ -215,20 +211,20 @@ def attach_metadata(path: str, meta: Dict[str, object]) -> None:
         from .coreml import attach_metadata as attach_coreml
         attach_coreml(path, meta)
     else:
-        write_json(metadata_path(path), meta, indent=1)
+        write_json(metadata_json_path(path), meta, indent=1)
 
 
 def read_metadata(path: str) -> Dict[str, object]:
-    """The metadata :func:`attach_metadata` wrote."""
-    import json
+    """The metadata :func:`attach_metadata` wrote, of any export (backbones included)."""
     if path.endswith('.onnx'):
         import onnx
-        return {p.key: json.loads(p.value) for p in onnx.load(path, load_external_data=False).metadata_props}
+        props = onnx.load(path, load_external_data=False).metadata_props
+        return {p.key: decode_value(p.value) for p in props}
     if path.endswith('.mlpackage'):
         import coremltools as ct
         meta = ct.models.MLModel(path, skip_model_load=True).user_defined_metadata
-        return {k: json.loads(v) for k, v in meta.items() if not k.startswith('com.')}
-    with open(metadata_path(path)) as f:
+        return {k: decode_value(v) for k, v in meta.items() if not k.startswith('com.')}
+    with open(metadata_json_path(path)) as f:
         return json.load(f)
 
 
@@ -273,6 +269,11 @@ def export_formats(target: Target, formats: Sequence[str], out_dir: str, force: 
     for fmt in formats:
         try:
             path = export_path(target.name, fmt, target.size, out_dir)
+            if osp.isdir(path) and not path.endswith('.mlpackage'):
+                log(f'{fmt:<16} refused: {path} is a folder, not an earlier export; nothing was replaced or '
+                    'deleted (move it away, or choose another --out-dir)')
+                failed += 1
+                continue
             if osp.exists(path) and not force:
                 log(f'{fmt:<16} kept existing {path} (--force to overwrite)')
                 continue

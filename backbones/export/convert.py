@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..checkpoints.loading import check_values
 from .formats import file_size, get_format, require
 from .targets import IMAGENET_MEAN, IMAGENET_STD, Target
 
@@ -33,6 +34,17 @@ class ExportResult:
     not_delegated: Dict[str, int] = field(default_factory=dict)
     note: str = ''
     planned_bytes: Optional[int] = None  # ExecuTorch: see formats.Written
+
+    def summary(self) -> str:
+        """One line: size, share delegated, memory plan, largest difference from eager, time."""
+        parts = [f'{self.size_bytes / 1e6:.1f} MB']
+        if self.delegated_fraction is not None:
+            parts.append(f'delegated {self.delegated_fraction:.1%}')
+        if self.planned_bytes is not None:
+            parts.append(f'memory plan {self.planned_bytes / 1e6:.0f} MB')
+        if self.max_rel_diff is not None:
+            parts.append(f'max rel diff {self.max_rel_diff:.1e}')
+        return ', '.join(parts + [f'export {self.seconds:.0f} s'])
 
     def describe(self) -> str:
         parts = [f'{self.fmt:<16} {self.path}  {self.size_bytes / 1e6:.2f} MB  export {self.seconds:.1f}s']
@@ -53,8 +65,30 @@ def _flat(out) -> List[torch.Tensor]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
+class NonFiniteOutputError(ValueError):
+    """An eager or an exported output holds NaN or infinity: no parity can be claimed."""
+
+
+def _nonfinite(outputs: Sequence[torch.Tensor]) -> List[str]:
+    found = []
+    for i, out in enumerate(outputs):
+        out = torch.as_tensor(out)
+        if out.is_floating_point():
+            bad = int((~torch.isfinite(out)).sum())
+            if bad:
+                found.append(f'output {i}: {bad} of {out.numel()} values')
+    return found
+
+
 def compare(eager: Sequence[torch.Tensor], exported: Sequence[torch.Tensor]) -> Tuple[float, float]:
-    """Max absolute difference, and max difference relative to each output's largest value."""
+    """Max absolute difference, and max difference relative to each output's largest value.
+    A NaN or an infinity on either side raises :class:`NonFiniteOutputError`: equal NaNs are
+    no match."""
+    for side, outputs in (('eager PyTorch', eager), ('the export', exported)):
+        bad = _nonfinite(outputs)
+        if bad:
+            raise NonFiniteOutputError(f'{side} gives NaN or infinite values ({"; ".join(bad)}): check the weights '
+                                       'and the input; the export is not a faithful copy of a working model')
     abs_diff = rel_diff = 0.0
     for a, b in zip(eager, exported):
         # in float64: integer outputs (labels, uint8 masks / seg_map) must not wrap around
@@ -154,6 +188,7 @@ def export(target: Target, fmt: str, out_dir: str, example: Optional[torch.Tenso
     if spec.adapt is not None:  # the format's own input / outputs (Core ML: an image input)
         target, x = spec.adapt(target, x)
     module = target.module.eval()
+    check_values(dict(module.state_dict()), f'{target.name}\'s weights')
     start = time.time()
     path = export_path(target.name, fmt, (h, w), out_dir)
     if spec.quantized:

@@ -100,61 +100,6 @@ def _counts(node) -> bool:
         k in target for k in ('getitem', 'executorch_call_delegate', 'quantize_per', 'dequantize_per'))
 
 
-def _in_module(node, cls: type) -> bool:
-    """``node`` was traced inside a module of class ``cls`` (its ``nn_module_stack``)."""
-    name = f'{cls.__module__}.{cls.__qualname__}'  # as torch.export records it: (path, type name)
-    return any(entry[1] == name for entry in (node.meta.get('nn_module_stack') or {}).values())
-
-
-def _cell_step_partitioner():
-    """An XNNPACK partitioner, run before the general one, that gives every operator of the
-    RoIAlign's per-cell steps (:class:`~.two_stage.CellStep`) an XNNPACK call of its own.
-    Left to the general partitioner, all steps of a RoIAlign join one call, which needs all
-    its gathered cells at once: at 640x640 the 54 cells of 1000 RoIs x 49 bins x 256 channels
-    (2.7 GB of the 2.8 GB memory plan). One call per operator frees each cell after its step."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from .two_stage import CellStep
-
-    class CellStepPartitioner(XnnpackPartitioner):
-        def __init__(self) -> None:
-            super().__init__(per_op_mode=True)
-
-        def get_matched_nodes_from_configs(self, ep):
-            return [group for group in super().get_matched_nodes_from_configs(ep)
-                    if all(_in_module(node, CellStep) for node in group if node.op == 'call_function')
-                    and any(node.op == 'call_function' for node in group)]
-
-    return CellStepPartitioner()
-
-
-def _depth_first(graph_module) -> None:
-    """Re-orders the lowered graph depth first from its outputs (each operator's inputs in
-    argument order, then the operator): a valid order, so the results are unchanged.
-    Lowering sorts the graph breadth first, which puts all of a RoIAlign's gathers and
-    per-cell products ahead of the sums that consume them; ExecuTorch's memory plan follows
-    the graph's order, so they would all be alive at once. Depth first, each cell is gathered,
-    weighted and added before the next is gathered."""
-    graph = graph_module.graph
-    nodes = list(graph.nodes)
-    output = next(n for n in reversed(nodes) if n.op == 'output')
-    order, seen = [], {n for n in nodes if n.op == 'placeholder'}
-    stack = [(output, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-        elif node not in seen:
-            seen.add(node)
-            stack.append((node, True))
-            stack.extend((n, False) for n in reversed(node.all_input_nodes) if n not in seen)
-    order += [n for n in nodes if n not in seen and n.op != 'placeholder']  # outputs' non-ancestors
-    for node in order:
-        if node is not output:
-            output.prepend(node)
-    graph.lint()
-    graph_module.recompile()
-
-
 def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Written:
     """Lower to XNNPACK and write the .pte; reports the share of operators delegated and the
     operators left to ExecuTorch's portable kernels. An in-graph RoIAlign gathers one cell
@@ -162,11 +107,12 @@ def write_executorch(module: nn.Module, example: torch.Tensor, path: str) -> Wri
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from .two_stage import gathers_per_cell
+    from .two_stage_lowering import cell_step_partitioner, order_depth_first
     with gathers_per_cell(module):
         program = torch.export.export(module, (example,))
-    edge = to_edge_transform_and_lower(program, partitioner=[_cell_step_partitioner(), XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(program, partitioner=[cell_step_partitioner(), XnnpackPartitioner()])
     graph_module = edge.exported_program().graph_module
-    _depth_first(graph_module)
+    order_depth_first(graph_module)
     delegated = 0
     left: Dict[str, int] = {}
     for node in graph_module.graph.nodes:
@@ -199,10 +145,9 @@ def _sigmoid_as_exp(self):
     """``aten.sigmoid`` as ``1 / (1 + exp(-x))``, the formula of PyTorch's CPU kernel.
 
     onnxruntime's own ``Sigmoid`` kernel (MLAS) has an absolute error near 1e-7, so small
-    probabilities lose their relative precision: in an RPN with objectness around 1e-6 it
-    turns about two thirds of the distinct scores into ties, which re-orders the
-    proposals that NMS then keeps (22 of 50 images of the main job's detector gave other
-    detections). ``Exp`` keeps the relative precision (within 3 ulp of PyTorch's sigmoid)."""
+    probabilities lose their relative precision: in a weakly trained RPN with objectness around
+    1e-6 it turns most distinct scores into ties, which re-orders the proposals that NMS then
+    keeps. ``Exp`` keeps the relative precision (within 3 ulp of PyTorch's sigmoid)."""
     from onnxscript import opset18 as op
     return op.Reciprocal(op.Add(op.CastLike(1.0, self), op.Exp(op.Neg(self))))
 
@@ -215,20 +160,10 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: str) -> Written:
     return Written()
 
 
-def onnx_session_options(threads: Optional[int] = None):
-    """onnxruntime session options: ``threads`` intra-op threads (default: the runtime's)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return options
-
-
 def onnx_runner(path: str, threads: Optional[int] = None, clone_outputs: bool = True):
     """``clone_outputs``: onnxruntime returns new arrays on every call either way."""
-    import onnxruntime as ort
-    session = ort.InferenceSession(path, onnx_session_options(threads), providers=['CPUExecutionProvider'])
+    from .runner import onnx_session
+    session = onnx_session(path, threads)
     name = session.get_inputs()[0].name
     return lambda x: [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})]
 

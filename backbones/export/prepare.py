@@ -11,8 +11,7 @@ fixed input size with equal outputs, in operators that mobile delegates accept:
   so the map stays channels-last inside XNNPACK), a linear layer over a last dimension
   (XNNPACK has no LayerNorm and averages 4-D tensors over space only);
 * dropout layers (identities in eval mode) are removed: ``torch.export`` records an eval-mode
-  ``nn.Dropout`` as a ``clone``, which XNNPACK runs as a full copy of the feature map (28 of
-  EfficientFormerV2-S0's 289 delegated operators at 224 were such copies);
+  ``nn.Dropout`` as a ``clone``, which XNNPACK runs as a full copy of the feature map;
 * :class:`~backbones.layers.Linear2d` becomes the equal ``nn.Conv2d`` (constant 4-D
   weights) and :class:`~backbones.layers.Subsample` a unit depth-wise strided conv
   (XNNPACK rejects quantised 1x1 average pools);

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Run an end-to-end export (``.onnx`` or ``.pte``) on images, the way an app does.
 
+This module is the reference to port to a phone, and the runner that ``tools/run_exported.py``
+and the main job use. It imports only the standard library, numpy and Pillow at module level
+and nothing of this package, so an app developer can copy this one file; the runtime is
+imported when a model is loaded: onnxruntime for ``.onnx``, ExecuTorch for ``.pte``.
+
     python tools/run_exported.py work_dirs/export/retinanet_800x1344.onnx photo.jpg --out preds
     python tools/run_exported.py work_dirs/export/fpn_512x512.pte a.jpg b.png --threads 2
-
-This file is the reference to port to a phone. It imports only the standard library, numpy
-and Pillow at module level, and nothing of the edgeformers package (whose ``__init__``
-imports torch); the runtime is imported when a model is loaded: onnxruntime for ``.onnx``,
-ExecuTorch for ``.pte``.
 
 What an app does, step by step (each step is one function here):
 
@@ -68,7 +68,7 @@ def metadata_json_path(path: str) -> str:
     return os.path.splitext(path)[0] + '.json'
 
 
-def _decode(value: str):
+def decode_value(value: str):
     try:
         return json.loads(value)
     except (TypeError, ValueError):
@@ -79,18 +79,76 @@ REQUIRED_KEYS = ('task', 'classes', 'input_size', 'mean', 'outputs')
 REEXPORT = 'export it end to end: python tools/export.py CONFIG --size H W --formats onnx executorch (without --raw)'
 
 
+#: the outputs each task's export has, in order
+TASK_OUTPUTS = {'detection': (['boxes', 'scores', 'labels'], ['boxes', 'scores', 'labels', 'masks']),
+                'segmentation': (['seg_map'],)}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def metadata_problems(meta: Dict[str, object]) -> List[str]:
+    """What in an end-to-end export's metadata is malformed or contradicts itself, one line
+    each (empty when it is sound): the input size, mean and std, score threshold, classes and
+    their count, the task's outputs."""
+    problems = []
+    size = meta.get('input_size')
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        problems.append(f'input_size is {size!r}, not [H, W] in pixels')
+    for key in ('mean', 'std'):
+        value = meta.get(key, [1.0, 1.0, 1.0] if key == 'std' else None)
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
+            problems.append(f'{key} is {value!r}, not 3 numbers (one per RGB channel)')
+        elif key == 'std' and min(value) <= 0:
+            problems.append(f'std is {value!r}: every value must be positive')
+    threshold = meta.get('score_threshold')
+    if threshold is not None and not (_is_number(threshold) and 0 <= threshold <= 1):
+        problems.append(f'score_threshold is {threshold!r}, not a number between 0 and 1 (or null)')
+    classes = meta.get('classes')
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c.strip() for c in classes)):
+        problems.append('classes is not a list of class names')
+    elif meta.get('num_classes') is not None and meta['num_classes'] != len(classes):
+        problems.append(f'classes lists {len(classes)} names but the model has {meta["num_classes"]} classes '
+                        '(num_classes): the list was edited or belongs to another model')
+    outputs = meta.get('outputs')
+    if meta.get('task') in TASK_OUTPUTS and outputs not in TASK_OUTPUTS[meta['task']]:
+        problems.append(f'outputs are {outputs!r}; a {meta["task"]} export has '
+                        + ' or '.join(repr(o) for o in TASK_OUTPUTS[meta['task']]))
+    return problems
+
+
 def _check_metadata(path: str, meta: Dict[str, object], where: str) -> Dict[str, object]:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise RunnerError(f'{path}: no end-to-end metadata ({where} lacks {", ".join(missing)}); it is a --raw '
                           f'export or not an edgeformers one; {REEXPORT}')
-    if meta['task'] not in ('detection', 'segmentation'):
+    if meta['task'] not in TASK_OUTPUTS:
         raise RunnerError(f'{path}: unknown task {meta["task"]!r} in its metadata (expected detection or '
-                          'segmentation); update tools/run_exported.py or re-export')
+                          'segmentation); update the runner or re-export')
     layout, dtype = meta.get('input_layout', 'NHWC'), meta.get('input_dtype', 'uint8')
     if (layout, dtype) != ('NHWC', 'uint8'):
         raise RunnerError(f'{path}: input {layout} {dtype}, this runner feeds NHWC uint8 images; {REEXPORT}')
+    problems = metadata_problems(meta)
+    if problems:
+        raise RunnerError('\n'.join(f'{path}: metadata ({where}): {p}' for p in problems))
     return meta
+
+
+def check_model_against_metadata(path: str, meta: Dict[str, object], input_shape: Sequence,
+                                 num_outputs: int) -> None:
+    """Raise a :class:`RunnerError` where the metadata contradicts the model itself: its
+    input shape ``[1, H, W, 3]`` and its number of outputs."""
+    problems = []
+    h, w = meta['input_size']
+    if list(input_shape) != [1, h, w, 3]:
+        problems.append(f'input_size {[h, w]} says the input is [1, {h}, {w}, 3], the model takes '
+                        f'{list(input_shape)}')
+    if num_outputs != len(meta['outputs']):
+        problems.append(f'the metadata names {len(meta["outputs"])} outputs {meta["outputs"]}, the model has '
+                        f'{num_outputs}')
+    if problems:
+        raise RunnerError('\n'.join(f'{path}: the metadata belongs to another export: {p}' for p in problems))
 
 
 def read_metadata(path: str, session=None) -> Dict[str, object]:
@@ -98,8 +156,8 @@ def read_metadata(path: str, session=None) -> Dict[str, object]:
     ``custom_metadata_map`` of ``session``, or a fresh session), or the JSON beside a ``.pte``."""
     if path.endswith('.onnx'):
         if session is None:
-            session = _onnx_session(path, None)
-        meta = {k: _decode(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+            session = onnx_session(path, None)
+        meta = {k: decode_value(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
         return _check_metadata(path, meta, 'its metadata_props')
     json_path = metadata_json_path(path)
     if not os.path.isfile(json_path):
@@ -117,7 +175,9 @@ def read_metadata(path: str, session=None) -> Dict[str, object]:
 
 
 # ---------------------------------------------------------------------------- runtimes
-def _onnx_session(path: str, threads: Optional[int]):
+def onnx_session(path: str, threads: Optional[int], profile_prefix: Optional[str] = None):
+    """An onnxruntime CPU session of ``path``: ``threads`` intra-op threads (default: the
+    runtime's); with ``profile_prefix``, onnxruntime's profiler writes its trace there."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -126,6 +186,9 @@ def _onnx_session(path: str, threads: Optional[int]):
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     try:
         return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     except Exception as err:  # noqa: BLE001  (onnxruntime raises its own exception types)
@@ -161,15 +224,16 @@ class ExportedModel:
 
 
 def _load_onnx(path: str, threads: Optional[int]) -> ExportedModel:
-    session = _onnx_session(path, threads)
+    session = onnx_session(path, threads)
     meta = read_metadata(path, session)
     have = [o.name for o in session.get_outputs()]
     missing = [n for n in meta['outputs'] if n not in have]
     if missing:
         raise RunnerError(f'{path}: the metadata names outputs {missing} the graph does not have ({have}); {REEXPORT}')
-    input_name = session.get_inputs()[0].name
+    model_input = session.get_inputs()[0]
+    check_model_against_metadata(path, meta, model_input.shape, len(have))
     names = list(meta['outputs'])
-    return ExportedModel(path, meta, lambda batch: session.run(names, {input_name: batch}))
+    return ExportedModel(path, meta, lambda batch: session.run(names, {model_input.name: batch}))
 
 
 def _load_pte(path: str, threads: Optional[int]) -> ExportedModel:
@@ -188,6 +252,8 @@ def _load_pte(path: str, threads: Optional[int]) -> ExportedModel:
     except Exception as err:  # noqa: BLE001
         raise RunnerError(f'{path}: ExecuTorch cannot load it ({str(err).strip().splitlines()[0]}); '
                           'is it a complete .pte file?') from None
+    method = program.method_meta('forward')
+    check_model_against_metadata(path, meta, method.input_tensor_meta(0).sizes(), method.num_outputs())
 
     def run(batch: np.ndarray) -> List[np.ndarray]:
         # standard strides (image[None] gives the batch axis a 0 stride, which torch.export rejects; be safe)
@@ -212,10 +278,23 @@ def load_model(path: str, threads: Optional[int] = None) -> ExportedModel:
 
 # ---------------------------------------------------------------------------- images
 def load_image(path: str) -> np.ndarray:
-    """An image file as uint8 H x W x 3 RGB (EXIF orientation applied, as OpenCV does)."""
+    """An image file as uint8 H x W x 3 RGB, read as the training pipeline (OpenCV) reads it:
+    EXIF orientation applied, alpha ignored, grey repeated over the channels. 16-bit images
+    are scaled to 8 bits (value / 257), not clipped; floating-point images are refused (their
+    range is not known)."""
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
+            if img.mode in ('F', 'I;16F'):
+                raise RunnerError(f'{path}: a floating-point image ({img.mode}), whose range this runner cannot '
+                                  'know; save it as an 8-bit (or 16-bit) PNG or JPEG')
+            if img.mode.startswith('I'):  # 16-bit grey ('I;16', 'I;16B'), or 32-bit integers ('I')
+                values = np.asarray(img).astype(np.int64)
+                if values.size and (values.min() < 0 or values.max() > 65535):
+                    raise RunnerError(f'{path}: a 32-bit integer image with values {values.min()}..{values.max()}, '
+                                      'beyond 16 bits; save it as an 8-bit or 16-bit image')
+                grey = ((values + 128) // 257).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(img.convert('RGB')).copy()
     except FileNotFoundError:
         raise RunnerError(f'{path}: no such image file') from None
@@ -276,6 +355,10 @@ def predict(model: ExportedModel, image: np.ndarray, score_thr: Optional[float] 
     out = model(canvas[None])
     if model.task == 'segmentation':
         seg = np.asarray(out['seg_map'])[0, :new_h, :new_w]
+        if seg.size and int(seg.max()) >= len(model.meta['classes']):
+            raise RunnerError(f'{model.path}: the model returns class {int(seg.max())}, beyond the '
+                              f'{len(model.meta["classes"])} classes of its metadata: the metadata belongs to '
+                              'another export')
         return {'seg_map': np.ascontiguousarray(resize_nearest(seg, h, w).astype(np.uint8))}
     thr = model.meta.get('score_threshold') if score_thr is None else score_thr
     scores = np.asarray(out['scores'], dtype=np.float32)
@@ -289,8 +372,12 @@ def predict(model: ExportedModel, image: np.ndarray, score_thr: Optional[float] 
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
     classes = list(model.meta['classes'])
+    beyond = sorted({int(i) for i in labels[keep] if i >= len(classes)})
+    if beyond:
+        raise RunnerError(f'{model.path}: the model returns label {beyond[0]}, beyond the {len(classes)} classes of '
+                          'its metadata: the metadata belongs to another export')
     result = {'boxes': boxes, 'scores': scores[keep], 'labels': labels[keep],
-              'classes': [classes[i] if i < len(classes) else str(i) for i in labels[keep]]}
+              'classes': [classes[i] for i in labels[keep]]}
     if 'masks' in out:
         masks = np.asarray(out['masks'])[keep][:, :new_h, :new_w]
         result['masks'] = np.ascontiguousarray(resize_nearest(masks, h, w).astype(np.uint8))
@@ -389,16 +476,19 @@ def save_png(canvas: Image.Image, path: str) -> None:
 
 
 # ---------------------------------------------------------------------------- command line
-def _writable_folder(path: str) -> Optional[str]:
-    """None when ``path`` is (or can be made) a folder we can write; else why not."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        return 'it is a file, not a folder'
+def writable_folder_problem(path: str) -> Optional[str]:
+    """None when ``path`` is (or can be made) a folder this process can write; else why not."""
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        return err.strerror or str(err)
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            return f'{existing} is a file, not a folder'
+        return f'{err.strerror}: {err.filename}' if err.strerror and err.filename else str(err)
     return None
 
 
@@ -411,7 +501,8 @@ def _png_name(image_path: str, used: set) -> str:
     return name
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f'{text}: must be at least 1')
@@ -425,33 +516,51 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _error(err: Exception) -> None:
+    for line in str(err).splitlines():
+        print(f'error: {line}', file=sys.stderr)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0] + '\n\n' + __doc__.split('\n\n')[1],
+    """The command line: exit status 0, 2 for input it refuses (each problem one line on
+    stderr), 1 for an unexpected failure (``--debug`` or ``EDGEFORMERS_DEBUG=1`` shows its
+    traceback)."""
+    paragraphs = __doc__.split('\n\n')
+    parser = argparse.ArgumentParser(description=paragraphs[0] + '\n\n' + paragraphs[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help='an end-to-end export: .onnx, or .pte with its .json beside it')
     parser.add_argument('images', nargs='+', metavar='IMAGE', help='image files of any size (JPEG, PNG, ...)')
     parser.add_argument('--out', metavar='DIR', help='write annotated PNGs here (default: none, JSON only)')
-    parser.add_argument('--threads', type=_positive_int, help='runtime threads (default: the runtime\'s)')
+    parser.add_argument('--threads', type=positive_int, help='runtime threads (default: the runtime\'s)')
     parser.add_argument('--score-thr', type=_threshold, metavar='T',
                         help='keep detections scoring at least T (default: the metadata\'s score_threshold)')
+    parser.add_argument('--debug', action='store_true', help='on an error, show its traceback (also EDGEFORMERS_DEBUG=1)')
     args = parser.parse_args(argv)
-    if args.out:
-        problem = _writable_folder(args.out)
-        if problem:
-            print(f'error: --out {args.out}: cannot write there ({problem}); choose a folder you can write',
-                  file=sys.stderr)
-            return 2
     try:
-        model = load_model(args.model, args.threads)
+        return _run(args)
     except RunnerError as err:
-        print(f'error: {err}', file=sys.stderr)
+        _error(err)
         return 2
+    except Exception as err:  # noqa: BLE001  (one line unless --debug)
+        if args.debug or os.environ.get('EDGEFORMERS_DEBUG', '') not in ('', '0'):
+            raise
+        print(f'error: {type(err).__name__}: {" ".join(str(err).split())} (an unexpected failure; --debug shows the '
+              'traceback)', file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
+    if args.out:
+        problem = writable_folder_problem(args.out)
+        if problem:
+            raise RunnerError(f'--out {args.out}: cannot write there ({problem}); choose a folder you can write')
+    model = load_model(args.model, args.threads)
     status, used = 0, set()
     for image_path in args.images:
         try:
             image = load_image(image_path)
         except RunnerError as err:
-            print(f'error: {err}', file=sys.stderr)
+            _error(err)
             status = 2
             continue
         start = time.perf_counter()

@@ -115,24 +115,19 @@ def target_name(name_or_config: str) -> str:
     return osp.splitext(osp.basename(name_or_config))[0] if name_or_config.endswith('.py') else name_or_config
 
 
-def export_names():
-    """What :func:`build_target` takes by name: every registered variant."""
-    return variant_names()
-
-
 def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optional[str] = None,
                  partial: bool = False, cfg_options: Optional[Dict[str, Any]] = None) -> Target:
     """A backbone by variant name (``edgevit_xxs`` ... ``efficientformerv2_l``, see
-    :func:`export_names`) or a detection / segmentation config file, with ``cfg_options``
+    :func:`~backbones.registry.variant_names`) or a detection / segmentation config file, with ``cfg_options``
     (config only) merged into the config first, as mmdet's tools take ``--cfg-options``.
 
     ``checkpoint`` is loaded strictly: one that does not fit the model is refused unless
     ``partial`` (which loads what fits and lists the rest)."""
     check_size(size)
-    if cfg_options and name_or_config in export_names():
+    if cfg_options and name_or_config in variant_names():
         raise ValueError(f'{name_or_config} is a backbone name, not a config: config options '
                          f'({", ".join(cfg_options)}) apply to config files only')
-    if name_or_config in export_names():
+    if name_or_config in variant_names():
         variant = get_variant(name_or_config)
         cfg = dict(arch=variant.arch, **variant.cls.size_kwargs(size))
         if checkpoint:
@@ -142,14 +137,11 @@ def build_target(name_or_config: str, size: Tuple[int, int], checkpoint: Optiona
             model.init_weights()
         return Target(name_or_config, prepare_for_export(model, size), tuple(size), checkpoint=checkpoint)
     if not osp.isfile(name_or_config):
-        raise FileNotFoundError(f'{name_or_config!r} is neither a backbone name ({", ".join(export_names())}) '
+        raise FileNotFoundError(f'{name_or_config!r} is neither a backbone name ({", ".join(variant_names())}) '
                                 'nor a config file')
     if cfg_options:
-        import warnings
-        from ..runtime.models import new_config_keys
-        for key, where in new_config_keys(name_or_config, cfg_options).items():
-            warnings.warn(f'--cfg-options {key}: not in {name_or_config} ({where}); it is added as given, '
-                          'so check its spelling: a misspelt key leaves the setting it meant unchanged')
+        from ..runtime.models import warn_new_config_keys
+        warn_new_config_keys(name_or_config, cfg_options)
     model, scope = build_model_from_config(name_or_config, cfg_options)
     if checkpoint:
         from ..checkpoints.loading import load_model_checkpoint

@@ -270,11 +270,9 @@ def gathers_per_cell(module: nn.Module):
     one cell of all bins at a time and weights it by a multiply-add. ExecuTorch runs the
     gathers on its portable (single-thread) kernels outside XNNPACK, and a chunk of gathered
     cells is copied once more (``_clone_dim_order``) before each batched matmul; one cell at a
-    time needs no such copy, and XNNPACK runs the multiply-adds. The box head's RoIAlign at
-    640x640 (1000 RoIs, 1 thread) took 0.76x the time this way in ExecuTorch but 1.13x in ONNX
-    Runtime, so only the ExecuTorch writer uses it; Mask R-CNN EfficientFormerV2-S0 end to end
-    at 192x192 in ExecuTorch took 0.86x (1 thread) and 0.89x (2 threads). The writer also
-    runs each step (:class:`CellStep`) as XNNPACK calls of its own, in depth-first order, so
+    time needs no such copy, and XNNPACK runs the multiply-adds. ONNX Runtime runs the batched
+    matmuls faster, so only the ExecuTorch writer uses this form (docs/benchmarks.md has the
+    measurements). The writer also runs each step (:class:`CellStep`) as XNNPACK calls of its own, in depth-first order, so
     that the memory plan holds a few gathered cells instead of all of them."""
     aligns = [m for m in module.modules() if isinstance(m, MultiLevelRoIAlign)]
     saved = [m.per_cell for m in aligns]
@@ -469,3 +467,23 @@ def featmap_sizes(dense: nn.Module, size: Tuple[int, int]) -> List[Tuple[int, in
     levels = len(outs) // 3
     return [tuple(o.shape[-2:]) for o in outs[:levels]]
 
+
+class RoIHeads(nn.Module):
+    """The box head on the proposals' and the mask head on the detections' RoI features, as
+    the end-to-end Mask R-CNN runs them (the part of its post-processing XNNPACK delegates)."""
+
+    def __init__(self, post: nn.Module) -> None:
+        super().__init__()
+        self.bbox_head = post.bbox_head
+        self.mask_head = post.mask_head
+        self.shapes = ((post.rpn.count, post.bbox_head.in_channels, *post.bbox_roi.output_size),
+                       (post.max_per_img, post.mask_head.in_channels, *post.mask_roi.output_size))
+
+    def example(self) -> torch.Tensor:
+        n = sum(int(torch.Size(s).numel()) for s in self.shapes)
+        return torch.rand(n, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x: torch.Tensor):
+        n = int(torch.Size(self.shapes[0]).numel())
+        cls_score, bbox_pred = self.bbox_head(x[:n].reshape(self.shapes[0]))
+        return cls_score, bbox_pred, self.mask_head(x[n:].reshape(self.shapes[1]))

@@ -17,9 +17,12 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..checkpoints.io import make_checkpoints_atomic, register_mmengine_loader
-from .models import config_scope, load_config
-from .resume import add_random_state_hook, resume_seed
+from .cli import UserError, check_writable_dir
+from .finite_checkpoints import add_finite_checkpoint_hook
+from .mmengine_setup import make_checkpoints_atomic, register_mmengine_loader
+from .models import config_scope, load_config, warn_new_config_keys
+from .resume import (add_random_state_hook, check_resume_checkpoint, check_resume_matches, choose_resume_checkpoint,
+                     resume_seed)
 
 
 def _replace_sync_bn(node: Any) -> int:
@@ -56,48 +59,58 @@ def adapt_to_machine(cfg: Config) -> Config:
 def prepare_train_config(config: str, work_dir: Optional[str] = None,
                          cfg_options: Optional[Dict[str, Any]] = None, launcher: str = 'none',
                          resume: Optional[str] = None, amp: bool = False,
-                         auto_scale_lr: Optional[bool] = None) -> Config:
+                         auto_scale_lr: bool = False) -> Config:
     """The config a training run uses, with the command line's settings applied.
 
     Args:
         resume: ``'auto'`` resumes from the latest checkpoint in ``work_dir``; a path resumes
             from that checkpoint; None starts anew.
-        auto_scale_lr: True / False force linear lr scaling on or off; None keeps the
-            config's setting.
+        auto_scale_lr: scale the lr linearly from the config's ``auto_scale_lr.base_batch_size``
+            to the real total batch (mmdet's ``--auto-scale-lr``); False keeps the config's
+            own setting.
     """
+    cfg = _load(config, cfg_options, launcher, work_dir)
+    if amp:
+        if not torch.cuda.is_available():
+            raise UserError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper); this machine has none. '
+                            'Drop --amp to train in float32.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise UserError(f'--auto-scale-lr: {config} has no auto_scale_lr.base_batch_size to scale the lr from; '
+                            'add auto_scale_lr = dict(enable=False, base_batch_size=TOTAL_BATCH) to it')
+        cfg.auto_scale_lr.enable = True
+    if resume == 'auto':
+        path, skipped = choose_resume_checkpoint(cfg.work_dir)
+        for line in skipped:
+            _console(line)
+        if path is None:
+            _console(f'--resume: no usable training checkpoint in {cfg.work_dir}; training from scratch')
+        else:
+            _console(f'--resume: continuing from {path}')
+        cfg.resume, cfg.load_from = path is not None, path
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise UserError(f'--resume {resume}: no such checkpoint file')
+        check_resume_checkpoint(resume)
+        cfg.resume = True
+        cfg.load_from = resume
+    return adapt_to_machine(cfg)
+
+
+def _load(config: str, cfg_options: Optional[Dict[str, Any]], launcher: str, work_dir: Optional[str]) -> Config:
+    """The config with the command line's overrides, launcher and work dir (checked writable)."""
+    warn_new_config_keys(config, cfg_options)
     cfg = load_config(config, cfg_options)
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
-    if amp:
-        if not torch.cuda.is_available():
-            raise RuntimeError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper); this machine has '
-                               'none. Drop --amp to train in float32.')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
-    if auto_scale_lr is not None:
-        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise RuntimeError(f'{config} has no auto_scale_lr.base_batch_size to scale the lr from')
-        cfg.auto_scale_lr.enable = auto_scale_lr
-    if resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-        if not _has_checkpoint(cfg.work_dir):
-            _console(f'--resume: no checkpoint found in {cfg.work_dir}; training from scratch')
-            cfg.resume = False
-    elif resume is not None:
-        if not osp.isfile(resume):
-            raise FileNotFoundError(f'--resume {resume}: no such checkpoint')
-        cfg.resume = True
-        cfg.load_from = resume
-    return adapt_to_machine(cfg)
-
-
-def _has_checkpoint(work_dir: str) -> bool:
-    from mmengine.runner import find_latest_checkpoint
-    return osp.isdir(work_dir) and find_latest_checkpoint(work_dir) is not None
+    if os.environ.get('RANK', '0') == '0':
+        check_writable_dir(cfg.work_dir, '--work-dir')
+    return cfg
 
 
 def _console(message: str) -> None:
@@ -124,6 +137,7 @@ def build_runner(cfg: Config):
     register_mmengine_loader()
     _init_cpu_process_group(cfg)
     add_random_state_hook(cfg)  # exact resume (backbones.runtime.resume)
+    add_finite_checkpoint_hook(cfg)  # no checkpoint of NaN weights
     resume_seed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -133,8 +147,12 @@ def build_runner(cfg: Config):
 
 
 def train(cfg: Config):
-    """Train with ``cfg``; returns the runner (its model holds the final weights)."""
+    """Train with ``cfg``; returns the runner (its model holds the final weights). A resumed
+    run first checks that the checkpoint holds this model's weights."""
     runner = build_runner(cfg)
+    if cfg.get('resume') and cfg.get('load_from'):
+        from ..checkpoints.io import load_local_checkpoint
+        check_resume_matches(load_local_checkpoint(cfg.load_from, map_location='cpu'), cfg.load_from, runner.model)
     runner.train()
     return runner
 
@@ -145,18 +163,15 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
     """The config a test run uses: ``checkpoint`` loaded, predictions dumped to ``out``
     (a .pkl), drawn predictions written under ``show_dir``."""
     if not osp.isfile(checkpoint) and '://' not in checkpoint:
-        raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
-    cfg = load_config(config, cfg_options)
-    cfg.launcher = launcher
+        raise UserError(f'checkpoint {checkpoint!r} does not exist')
+    cfg = _load(config, cfg_options, launcher, work_dir)
     cfg.load_from = checkpoint
     cfg.resume = False
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     if out is not None:
         if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {out!r}')
+            raise UserError(f'--out {out}: the predictions are dumped as a pickle; give a .pkl file name')
+        if osp.isdir(out):
+            raise UserError(f'--out {out}: a folder; give a .pkl file name')
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) else list(
             cfg.test_evaluator)
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=out))

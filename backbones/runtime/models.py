@@ -51,6 +51,14 @@ def new_config_keys(config: str, cfg_options: Dict[str, Any]) -> Dict[str, str]:
     return new
 
 
+def warn_new_config_keys(config: str, cfg_options: Optional[Dict[str, Any]]) -> None:
+    """A warning for each key of ``cfg_options`` that ``config`` lacks (see :func:`new_config_keys`)."""
+    import warnings
+    for key, where in new_config_keys(config, cfg_options or {}).items():
+        warnings.warn(f'--cfg-options {key}: not in {config} ({where}); it is added as given, so check its '
+                      'spelling: a misspelt key leaves the setting it meant unchanged')
+
+
 def build_model_from_config(config: str, cfg_options: Optional[Dict[str, Any]] = None):
     """The model of an mmdet / mmseg config (pretrained weights not loaded), with its
     toolbox's modules registered, after ``cfg_options`` (``{'model.test_cfg.rcnn.max_per_img':

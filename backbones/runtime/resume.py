@@ -28,13 +28,20 @@ the gaps:
 
 Not covered: several processes (only rank 0's states are saved), and a checkpoint saved in
 the middle of an epoch of an epoch-based loop (mmengine restarts that epoch).
+
+Which checkpoint a run resumes (:func:`choose_resume_checkpoint`): the newest of the work dir
+that reads as a whole, passing over a truncated one with a line that says so; ``--resume PATH``
+is checked to be a training checkpoint (:func:`check_resume_checkpoint`) of this model
+(:func:`check_resume_matches`), each refusal naming what the file is.
 """
 from __future__ import annotations
 
 import logging
+import os
 import os.path as osp
 import random
-from typing import Any, Dict, Optional
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -290,3 +297,111 @@ def resume_seed(cfg) -> Optional[int]:
     randomness['seed'] = int(seed)
     cfg.randomness = randomness
     return int(seed)
+
+
+# ---------------------------------------------------------------------------- which checkpoint to resume
+_NUMBERED = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
+
+
+def training_checkpoints(work_dir: str) -> List[str]:
+    """The training checkpoints of a work dir, newest first: the one mmengine's
+    ``last_checkpoint`` names, then ``iter_N.pth`` / ``epoch_N.pth`` by descending N."""
+    found: List[str] = []
+    last = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(last):
+        with open(last) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            found.append(osp.abspath(named))
+    numbered = []
+    for name in os.listdir(work_dir) if osp.isdir(work_dir) else []:
+        m = _NUMBERED.match(name)
+        if m:
+            numbered.append((int(m.group(2)), osp.abspath(osp.join(work_dir, name))))
+    found += [path for _, path in sorted(numbered, reverse=True) if path not in found]
+    return found
+
+
+def describe_checkpoint(checkpoint: Any) -> Optional[str]:
+    """None for an mmengine training checkpoint (weights, optimizer and loop state); else what
+    the file is instead, in words."""
+    if not isinstance(checkpoint, dict):
+        return f'not a checkpoint dict (a {type(checkpoint).__name__})'
+    meta = checkpoint.get('meta')
+    if isinstance(checkpoint.get('state_dict'), dict) and isinstance(meta, dict) and 'iter' in meta \
+            and 'epoch' in meta and 'optimizer' in checkpoint:
+        return None
+    from ..checkpoints.layouts import DETECTOR, detect_layout, get_layout
+    from ..checkpoints.loading import extract_state_dict
+    try:
+        state_dict = extract_state_dict(checkpoint, source='the file')
+    except ValueError:
+        return 'a file with no weights in it'
+    layout = detect_layout(state_dict)
+    classifier = getattr(get_layout(layout), 'classification', False)
+    if layout == DETECTOR or (not classifier and any(k.startswith('backbone.') for k in state_dict)):
+        return ('a whole-model checkpoint without training state (no optimizer or iteration): to start a new '
+                'training from its weights set load_from (--cfg-options load_from=PATH); to evaluate it use '
+                'tools/test.py')
+    return (f'a backbone or classifier checkpoint (layout: {layout}), not a training checkpoint: give it to the '
+            "backbone as init_cfg=dict(type='Pretrained', checkpoint=PATH) to start a new training from it")
+
+
+def choose_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
+    """The newest training checkpoint of ``work_dir`` that reads as a whole, and the lines
+    saying which newer ones were passed over and why (truncated, unreadable, not training
+    checkpoints). ``(None, lines)`` when none is usable."""
+    from ..checkpoints.io import CheckpointFileError, load_local_checkpoint
+    skipped: List[str] = []
+    for path in training_checkpoints(work_dir):
+        try:
+            problem = describe_checkpoint(load_local_checkpoint(path, map_location='cpu'))
+        except CheckpointFileError as err:
+            problem = str(err)
+        if problem is None:
+            return path, skipped
+        skipped.append(f'--resume: passing over {path}: {problem}')
+    return None, skipped
+
+
+def check_resume_checkpoint(path: str) -> Dict[str, Any]:
+    """Read ``path`` for ``--resume PATH``; raise a :class:`~backbones.runtime.cli.UserError`
+    naming what it is when it is not a readable training checkpoint, and offering the newest
+    usable one beside it. Returns the checkpoint."""
+    from ..checkpoints.io import CheckpointFileError, load_local_checkpoint
+    from .cli import UserError
+    try:
+        checkpoint = load_local_checkpoint(path, map_location='cpu')
+        problem = describe_checkpoint(checkpoint)
+    except CheckpointFileError as err:
+        checkpoint, problem = None, str(err)
+    if problem is None:
+        return checkpoint
+    other, _ = choose_resume_checkpoint(osp.dirname(osp.abspath(path)))
+    offer = f'; the newest training checkpoint beside it that reads is {other}: --resume {other}' if other else ''
+    raise UserError(f'--resume {path}: {problem}{offer}')
+
+
+def check_resume_matches(checkpoint: Dict[str, Any], path: str, model) -> None:
+    """Raise a :class:`~backbones.runtime.cli.UserError` when the training checkpoint's weights
+    are not this model's (another model or arch): resuming would fail later in the optimizer's
+    state, or train a mix."""
+    from mmengine.model import is_model_wrapper
+
+    from ..checkpoints.loading import check_values
+    from .cli import UserError
+    target = model.module if is_model_wrapper(model) else model
+    own = {k: v.shape for k, v in target.state_dict().items()}
+    theirs = {k: v.shape for k, v in checkpoint['state_dict'].items() if hasattr(v, 'shape')}
+    check_values(checkpoint['state_dict'], f'--resume {path}')
+    missing = [k for k in own if k not in theirs and not k.endswith('num_batches_tracked')]
+    extra = [k for k in theirs if k not in own]
+    shapes = [k for k in own if k in theirs and own[k] != theirs[k]]
+    if missing or extra or shapes:
+        written = (checkpoint.get('meta') or {}).get('experiment_name')
+        parts = [f'{len(missing)} of this model\'s weights are not in it' if missing else '',
+                 f'{len(extra)} of its weights are not in this model' if extra else '',
+                 f'{len(shapes)} shapes differ (e.g. {shapes[0]})' if shapes else '']
+        raise UserError(f'--resume {path}: a training checkpoint of another model ({"; ".join(p for p in parts if p)}'
+                        + (f'; written by the run {written}' if written else '') + '): resume it with the config it '
+                        'was trained with, or start this config anew')
