@@ -236,15 +236,18 @@ class MultiScaleBackbone(BaseModule):
 
     def init_weights(self) -> None:
         init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        pretrained = isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
+        if pretrained and init_cfg.get('checkpoint'):
             load_pretrained(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
                             map_location=init_cfg.get('map_location', 'cpu'), partial=init_cfg.get('partial', False))
             self._is_init = True
             return
-        if init_cfg is None and not getattr(self, '_is_init', False):
+        if (init_cfg is None or pretrained) and not getattr(self, '_is_init', False):
             print_log(f'{type(self).__name__}: no pretrained checkpoint in init_cfg; weights keep their '
                       'random initialisation (training starts from scratch)', logger='current',
                       level=logging.WARNING)
+        if pretrained:  # Pretrained without a checkpoint (the configs' default): nothing to load
+            self.init_cfg = None
         super().init_weights()
 
     def _register_converting_hook(self) -> None:

@@ -304,3 +304,42 @@ def test_whole_model_loading_refuses_nonfinite_weights(tiny_retinanet, tmp_path,
     assert load_tool('test').main([config, str(tmp_path / 'diverged.pth'), '--work-dir', str(tmp_path / 'w')]) == 2
     err = capsys.readouterr().err
     assert 'NaN or infinite' in err and key in err and 'Traceback' not in err
+
+
+# ---------------------------------------------------------------------------- mmpretrain classifiers
+@pytest.mark.parametrize('name', ['edgevit_xxs', 'efficientformerv2_s0'])
+def test_an_mmpretrain_classifier_checkpoint_initialises_the_downstream_backbone(name, tmp_path):
+    """A classifier trained with configs/classification/ (mmpretrain keys: backbone.*, head.norm.*,
+    head.head.*, head.head_dist.*), given as init_cfg, loads every backbone weight; converted
+    with --backbone-only it is the backbone's state dict."""
+    from backbones.checkpoints.layouts import mmpretrain_keys
+    from backbones.classifier import build_classifier
+    from backbones.registry import get_variant
+    classifier = build_classifier(name, num_classes=5)
+    ours = {k[len('backbone.'):] if k.startswith('backbone.') else k: v for k, v in classifier.state_dict().items()}
+    checkpoint = {'meta': {'epoch': 300}, 'state_dict': mmpretrain_keys(ours)}
+    assert any(k.startswith('head.head.') for k in checkpoint['state_dict'])
+    torch.save(checkpoint, tmp_path / 'cls.pth')
+    assert detect_layout(checkpoint['state_dict']) == name.split('_')[0] + '-mmpretrain'
+    variant = get_variant(name)
+    dense = variant.cls(arch=variant.arch, **variant.cls.size_kwargs((512, 512)),
+                        init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'cls.pth')))
+    report = load_pretrained(dense, str(tmp_path / 'cls.pth'))
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert set(report['ignored']) == {k for k in classifier.state_dict() if k.startswith(('norm.', 'head'))}
+    for key, value in classifier.backbone.state_dict().items():
+        if not key.endswith('attention_biases'):  # 224-grid tables start at zero in the dense model
+            assert torch.equal(dense.state_dict()[key], value), key
+    main = load_tool('convert_checkpoint').main
+    assert main([str(tmp_path / 'cls.pth'), str(tmp_path / 'backbone.pth'), '--backbone-only']) == 0
+    backbone = torch.load(tmp_path / 'backbone.pth', weights_only=True)['state_dict']
+    assert backbone.keys() == classifier.backbone.state_dict().keys()
+
+
+def test_pretrained_without_a_checkpoint_trains_from_scratch(caplog):
+    """The configs' default, init_cfg=dict(type='Pretrained', checkpoint=None): a warning, and
+    the weights keep their initialisation."""
+    model = EdgeViT('xxs', init_cfg=dict(type='Pretrained', checkpoint=None))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.init_weights()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

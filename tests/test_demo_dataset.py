@@ -147,3 +147,23 @@ def test_make_dataset_arguments_are_checked(tmp_path):
 # ---------------------------------------------------------------- built-in dataset
 def _files(folder):
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_the_classification_layout_is_read_by_mmpretrain(dataset):
+    """The ImageNet folder layout: one folder per shape class, every listed crop there, read by
+    mmpretrain's ImageNet dataset with the five class names."""
+    pytest.importorskip('mmpretrain')
+    from mmpretrain.datasets import ImageNet
+    root, roots = dataset
+    names = class_names()['imagenet']
+    assert sorted(os.listdir(os.path.join(roots['imagenet'], 'train'))) == sorted(names)
+    for split in ('train', 'val'):
+        data = ImageNet(data_root=roots['imagenet'], split=split, metainfo=dict(classes=names), pipeline=[])
+        assert len(data) > 0 and tuple(data.metainfo['classes']) == tuple(names)
+        labels = {data.get_data_info(i)['gt_label'] for i in range(len(data))}
+        assert labels <= set(range(len(names)))
+        info = data.get_data_info(0)
+        assert os.path.isfile(info['img_path'])
+        assert os.path.basename(os.path.dirname(info['img_path'])) == names[info['gt_label']]
+        image = cv2.imread(info['img_path'])
+        assert image.shape[0] == image.shape[1] == 48  # half the scenes' shorter side (96x128)

@@ -3,12 +3,14 @@
 
 Accepts, auto-detected: the official EdgeViT layout (saic-fi/edgevit), the official
 EfficientFormerV2 classification and dense layouts (snap-research/EfficientFormer, with or
-without their index buffers), timm's efficientformerv2_* layout, and ours (unchanged). A
+without their index buffers), timm's efficientformerv2_* layout, EasyCV's EdgeViT classifier,
+classifiers trained with configs/classification/ (mmpretrain), and ours (unchanged). A
 whole detector / segmentor checkpoint (official mmdet 2.x / mmseg 0.x downstream models)
 has its backbone part converted and everything else kept, so the result works with
-``load_from`` or ``tools/test.py``.
+``load_from`` or ``tools/test.py``. --backbone-only keeps the backbone's weights alone.
 
     python tools/convert_checkpoint.py efficientformerv2_s0.pth s0_edgeformers.pth
+    python tools/convert_checkpoint.py work_dirs/edgevit-xs_8xb256-300e_in1k/epoch_300.pth edgevit_xs.pth --backbone-only
 """
 import argparse
 import os
@@ -32,6 +34,9 @@ def _main(argv) -> int:
     parser.add_argument('dst', help='where to write the converted checkpoint')
     parser.add_argument('--prefix', default='backbone.',
                         help="prefix of the backbone keys in a whole-model checkpoint (default: 'backbone.')")
+    parser.add_argument('--backbone-only', action='store_true',
+                        help="write only the backbone's weights (of a classifier or a whole model), for a config's "
+                             "init_cfg=dict(type='Pretrained', checkpoint=DST)")
     parser.add_argument('--force', action='store_true', help='replace dst if it is an earlier converted file')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
@@ -48,8 +53,9 @@ def _main(argv) -> int:
     if os.path.lexists(args.dst) and not args.force:
         parser.error(f'{args.dst} exists; pass --force to overwrite it')
     # written to a temporary file renamed into place: an interrupted run leaves dst as it was
-    report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix)
-    print(f'{args.src}: layout {report["layout"]}, {report["num_tensors"]} tensors; '
+    report = convert_checkpoint_file(args.src, args.dst, prefix=args.prefix, backbone_only=args.backbone_only)
+    print(f'{args.src}: layout {report["layout"]}, {report["num_tensors"]} '
+          f'{"backbone " if args.backbone_only else ""}tensors; '
           f'looks like {report["family"]}(arch={report["arch"]!r}) ({report["match"]:.0%} of the tensors match)')
     print(f'wrote {args.dst}')
     return 0

@@ -1,5 +1,5 @@
 """EdgeViT checkpoint layouts (data; see :mod:`backbones.checkpoints.layouts`)."""
-from .layouts import Layout, register_layout, stage_rule
+from .layouts import MMPRETRAIN_RULES, Layout, register_layout, stage_rule
 
 FAMILY = 'EdgeViT'
 
@@ -31,3 +31,10 @@ register_layout(Layout(
     name='edgevit-easycv', family=FAMILY, priority=25, classification=True,
     rules=((r'^backbone\.', ''), (r'^head_0\.fc_cls\.', 'head.')) + OFFICIAL_RULES,
     matches=lambda sd: any(k.startswith(('backbone.patch_embed1.', 'backbone.blocks1.')) for k in sd)))
+
+# a classifier trained with configs/classification/ (mmpretrain): our names under ``backbone.``,
+# the head's BatchNorm and linear layers under ``head.``
+register_layout(Layout(
+    name='edgevit-mmpretrain', family=FAMILY, priority=26, classification=True, rules=MMPRETRAIN_RULES,
+    matches=lambda sd: any(k.startswith('head.head.') for k in sd)
+    and any(k.startswith('backbone.stages.') and ('.global_attn.' in k or '.local_agg.' in k) for k in sd)))

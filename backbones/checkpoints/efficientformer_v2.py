@@ -7,7 +7,7 @@ downsampling in front of stage ``s``.
 """
 import re
 
-from .layouts import Layout, register_layout
+from .layouts import MMPRETRAIN_RULES, Layout, register_layout
 
 FAMILY = 'EfficientFormerV2'
 
@@ -84,3 +84,11 @@ register_layout(Layout(
 register_layout(Layout(
     name='efficientformerv2', family=FAMILY, priority=10, rules=_TIMM_RULES, drop=(INDEX_BUFFERS,),
     matches=_ours_or_timm))
+
+# a classifier trained with configs/classification/ (mmpretrain): our names under ``backbone.``,
+# the head's BatchNorm and linear layers (with the distillation head) under ``head.``
+register_layout(Layout(
+    name='efficientformerv2-mmpretrain', family=FAMILY, priority=31, classification=True, rules=MMPRETRAIN_RULES,
+    drop=(INDEX_BUFFERS,),
+    matches=lambda sd: any(k.startswith('head.head.') for k in sd) and any(k.startswith('backbone.stem.conv1.')
+                                                                            for k in sd)))

@@ -73,6 +73,19 @@ class Layout:
 #: the heads (the distillation head of EfficientFormerV2 included), in our classifier layout
 CLASSIFIER_PREFIXES = ('norm.', 'head.', 'head_dist.')
 
+#: an mmpretrain ``ImageClassifier`` built from a family's backbone and
+#: :class:`backbones.pretrain` 's head: ``backbone.*`` and ``head.norm.* / head.head.* /
+#: head.head_dist.*``; these rules give our classifier layout (each family registers its layout
+#: with them)
+MMPRETRAIN_RULES = ((r'^backbone\.', ''), (r'^head\.(norm|head|head_dist)\.', r'\1.'))
+
+
+def mmpretrain_keys(state_dict: 'StateDict') -> 'StateDict':
+    """Our classifier layout (``norm.``, ``head.``, ``head_dist.``, the backbone's keys) in the
+    key layout of the mmpretrain classifier: the inverse of :data:`MMPRETRAIN_RULES`."""
+    return {('head.' if k.startswith(CLASSIFIER_PREFIXES) else 'backbone.') + k: v for k, v in state_dict.items()}
+
+
 #: every registered layout, by name
 LAYOUTS: Dict[str, Layout] = {}
 #: whole detector / segmentor state dicts (a ``backbone.`` part), and anything else

@@ -19,8 +19,8 @@ from mmengine.logging import print_log
 from ..fileio import save_torch
 from ..registry import variants
 from .io import CheckpointFileError, read_checkpoint
-from .layouts import (CLASSIFIER_PREFIXES, DETECTOR, UNKNOWN, StateDict, convert_full_checkpoint, convert_state_dict,
-                      detect_layout, get_layout)
+from .layouts import (CLASSIFIER_PREFIXES, DETECTOR, MMPRETRAIN_RULES, UNKNOWN, StateDict, convert_full_checkpoint,
+                      convert_state_dict, detect_layout, get_layout, mmpretrain_keys)
 
 
 class CheckpointMismatchError(ValueError):
@@ -306,6 +306,7 @@ def load_model_checkpoint(model: nn.Module, checkpoint: str, partial: bool = Fal
     target = model.module if is_model_wrapper(model) else model
     source = str(checkpoint)
     state_dict = extract_state_dict(read_checkpoint(checkpoint, map_location=map_location), source=source)
+    state_dict = _as_mmpretrain_classifier(target, state_dict, source)
     check_values(state_dict, source, target.state_dict())
     found: Dict[str, List[str]] = {}
 
@@ -356,11 +357,28 @@ def load_model_checkpoint(model: nn.Module, checkpoint: str, partial: bool = Fal
     return report
 
 
-def convert_checkpoint_file(src: str, dst: str, prefix: str = 'backbone.') -> Dict[str, Any]:
+def _as_mmpretrain_classifier(model: nn.Module, state_dict: StateDict, source: str) -> StateDict:
+    """A classification checkpoint of another layout (official, timm, EasyCV, ours) in the key
+    layout of an mmpretrain classifier built from our backbone (``backbone.*``,
+    ``head.norm.*`` ...), when ``model`` is one; anything else unchanged."""
+    if not any(k.startswith('head.head.') for k in model.state_dict()):
+        return state_dict
+    name = detect_layout(state_dict)
+    layout = get_layout(name)
+    if layout is None or not layout.classification or layout.rules == MMPRETRAIN_RULES:
+        return state_dict
+    print_log(f'{source}: a classifier checkpoint in the {name} layout, converted to the mmpretrain classifier\'s',
+              logger='current')
+    return mmpretrain_keys(layout.convert(state_dict))
+
+
+def convert_checkpoint_file(src: str, dst: str, prefix: str = 'backbone.', backbone_only: bool = False) -> Dict[str, Any]:
     """Convert a checkpoint file to our layout (see ``tools/convert_checkpoint.py``).
 
     A whole-model checkpoint keeps its other keys and its ``meta``; a backbone or classifier
-    checkpoint is written as ``{'state_dict': ...}``. Returns what was detected.
+    checkpoint is written as ``{'state_dict': ...}``. With ``backbone_only``, only the
+    backbone's weights are written (of a classifier, an mmpretrain classifier or a whole
+    model), as ``{'state_dict': ...}`` in our backbone layout. Returns what was detected.
     """
     raw = read_checkpoint(src)
     state_dict = extract_state_dict(raw, source=str(src))
@@ -377,9 +395,12 @@ def convert_checkpoint_file(src: str, dst: str, prefix: str = 'backbone.') -> Di
         raise ValueError(f'{src}: no weights of a registered backbone found (keys such as '
                          f'{list(state_dict)[:3]})')
     family, arch, match = guess_arch(backbone)
+    if backbone_only:
+        converted = {k: v for k, v in backbone.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    check_values(converted, str(src))
     out: Dict[str, Any] = {'state_dict': converted}
-    if isinstance(raw, dict) and isinstance(raw.get('meta'), dict):
+    if isinstance(raw, dict) and isinstance(raw.get('meta'), dict) and not backbone_only:
         out['meta'] = raw['meta']
     save_torch(out, dst)  # a temporary file renamed into place: a previous dst survives a failed write
     return dict(layout=('whole model, backbone ' if whole_model else '') + layout, family=family, arch=arch,
-                match=match, num_tensors=len(converted))
+                match=match, num_tensors=len(converted), backbone_only=backbone_only)

@@ -9,9 +9,14 @@ occluding each other. The same scenes are written twice:
   ids, so mmdet's ``CocoDataset`` and ``CocoMetric`` read it unchanged;
 * ``ade/ADEChallengeData2016/``: ``images/{training,validation}`` and
   ``annotations/{training,validation}`` label PNGs in ADE20K's 150-class numbering (0 is
-  "other", ignored with ``reduce_zero_label``), so mmseg's ``ADE20KDataset`` reads it.
+  "other", ignored with ``reduce_zero_label``), so mmseg's ``ADE20KDataset`` reads it;
+* ``imagenet/``: every visible object cropped square around its box, in ImageNet's folder
+  layout (``train/<class>/*.jpg``, ``val/<class>/*.jpg``, ``meta/{train,val}.txt`` listing
+  ``<class>/<file> <label>``), one folder per shape class, so mmpretrain's ``ImageNet`` and
+  ``CustomDataset`` read it as a five-class classification set.
 
-So the downstream configs run on it by changing ``data_root`` (and the image size).
+So the downstream and the classification configs run on it by changing ``data_root`` (and the
+image size and, for classification, the number of classes).
 """
 from __future__ import annotations
 
@@ -157,7 +162,7 @@ def _rle(mask: np.ndarray) -> dict:
 
 
 #: the folders a data root holds, each marked as written by :func:`make_dataset`
-DATASET_DIRS = ('coco', 'ade')
+DATASET_DIRS = ('coco', 'ade', 'imagenet')
 MARKER = '.edgeformers-synthetic'
 RECORD = 'dataset.json'
 
@@ -204,7 +209,7 @@ def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple
     ade_root = os.path.join(root, 'ade', 'ADEChallengeData2016')
     record_path = os.path.join(root, RECORD)
     stamp = dict(num_train=int(num_train), num_val=int(num_val), size=[height, width], seed=int(seed),
-                 max_objects=int(max_objects), version=2)
+                 max_objects=int(max_objects), version=3)
     record = None
     if os.path.isfile(record_path):
         try:
@@ -212,8 +217,9 @@ def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple
                 record = json.load(f)
         except (OSError, ValueError):
             record = None
+    imagenet_root = os.path.join(root, 'imagenet')
     if not overwrite and record == stamp and all(_owned(root, True).get(n) for n in DATASET_DIRS):
-        return dict(coco=coco_root, ade=ade_root)
+        return dict(coco=coco_root, ade=ade_root, imagenet=imagenet_root)
     owned = _owned(root, isinstance(record, dict) and record.get('version') is not None)
     foreign = [os.path.join(root, n) for n, mine in owned.items() if not mine]
     if foreign:
@@ -226,8 +232,8 @@ def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple
             shutil.rmtree(os.path.join(root, name))
     tmp = tempfile.mkdtemp(prefix='.make_dataset-', dir=root)
     try:
-        _write_dataset(os.path.join(tmp, 'coco'), os.path.join(tmp, 'ade', 'ADEChallengeData2016'), num_train,
-                       num_val, height, width, seed, max_objects)
+        _write_dataset(os.path.join(tmp, 'coco'), os.path.join(tmp, 'ade', 'ADEChallengeData2016'),
+                       os.path.join(tmp, 'imagenet'), num_train, num_val, height, width, seed, max_objects)
         for name in DATASET_DIRS:
             with open(os.path.join(tmp, name, MARKER), 'w') as f:
                 f.write('written by backbones.demo.dataset.make_dataset; see ../dataset.json\n')
@@ -246,19 +252,38 @@ def make_dataset(root: str, num_train: int = 200, num_val: int = 50, size: Tuple
         os.replace(record_path + '.tmp', record_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dict(coco=coco_root, ade=ade_root)
+    return dict(coco=coco_root, ade=ade_root, imagenet=imagenet_root)
 
 
-def _write_dataset(coco_root: str, ade_root: str, num_train: int, num_val: int, height: int, width: int,
-                   seed: int, max_objects: int) -> None:
+def crop_object(img: np.ndarray, mask: np.ndarray, side: int) -> np.ndarray:
+    """A square crop around a visible object (1.4 times its box's longer side, moved inside the
+    image), resized to ``side`` x ``side``: the classification image of the object."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    extent = min(int(round(1.4 * max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))), h, w)
+    cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+    x0 = int(min(max(round(cx - extent / 2), 0), w - extent))
+    y0 = int(min(max(round(cy - extent / 2), 0), h - extent))
+    crop = img[y0:y0 + extent, x0:x0 + extent]
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if extent > side else cv2.INTER_LINEAR)
+
+
+def _write_dataset(coco_root: str, ade_root: str, imagenet_root: str, num_train: int, num_val: int, height: int,
+                   width: int, seed: int, max_objects: int) -> None:
     ade_ids = [_ade_index(BACKGROUND[0]), _ade_index(BACKGROUND[1])] + [_ade_index(CLASSES[s][2]) for s in SHAPES]
     # All 80 COCO categories, so that mmdet's label indices are COCO's own (a dataset listing only
     # its five would have them renumbered 0..4) and a model trained here speaks COCO's labels.
     from mmdet.datasets import CocoDataset
     categories = [dict(id=i, name=n) for i, n in zip(COCO_IDS, CocoDataset.METAINFO['classes'])]
     assert all(dict(zip(COCO_IDS, CocoDataset.METAINFO['classes']))[CLASSES[s][1]] == CLASSES[s][0] for s in SHAPES)
+    side = max(32, min(height, width) // 2)  # the classification images' side
+    for shape in SHAPES:
+        for split in ('train', 'val'):
+            os.makedirs(os.path.join(imagenet_root, split, shape), exist_ok=True)
+    os.makedirs(os.path.join(imagenet_root, 'meta'), exist_ok=True)
     for split in (Split('train', num_train, seed), Split('val', num_val, seed + 1_000_003)):
         coco_dir = os.path.join(coco_root, f'{split.name}2017')
+        listing = []
         ade_split = 'training' if split.name == 'train' else 'validation'
         ade_img_dir = os.path.join(ade_root, 'images', ade_split)
         ade_ann_dir = os.path.join(ade_root, 'annotations', ade_split)
@@ -276,19 +301,26 @@ def _write_dataset(coco_root: str, ade_root: str, num_train: int, num_val: int, 
             label = (np.asarray(ade_ids)[stuff] + 1).astype(np.uint8)
             cv2.imwrite(os.path.join(ade_ann_dir, name + '.png'), label)
             images.append(dict(id=i + 1, file_name=name + '.jpg', height=height, width=width))
-            for shape, mask in objects:
+            for k, (shape, mask) in enumerate(objects):
+                crop_name = f'{shape}/{name}_{k}.jpg'
+                cv2.imwrite(os.path.join(imagenet_root, split.name, crop_name),
+                            cv2.cvtColor(crop_object(img, mask, side), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                listing.append(f'{crop_name} {SHAPES.index(shape)}')
                 ys, xs = np.nonzero(mask)
                 x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
                 annotations.append(dict(
                     id=len(annotations) + 1, image_id=i + 1, category_id=CLASSES[shape][1],
                     bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)], area=float(mask.sum()),
                     iscrowd=0, segmentation=_rle(mask)))
+        with open(os.path.join(imagenet_root, 'meta', f'{split.name}.txt'), 'w') as f:
+            f.write(''.join(line + '\n' for line in listing))
         with open(os.path.join(coco_root, 'annotations', f'instances_{split.name}2017.json'), 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories,
                            info=dict(description='edgeformers synthetic shapes', seed=seed)), f)
 
 
 def class_names() -> Dict[str, List[str]]:
-    """The COCO and ADE20K class names the dataset uses."""
+    """The COCO, ADE20K and classification (ImageNet layout) class names the dataset uses."""
     return dict(coco=[CLASSES[s][0] for s in SHAPES],
-                ade=list(BACKGROUND) + [CLASSES[s][2] for s in SHAPES])
+                ade=list(BACKGROUND) + [CLASSES[s][2] for s in SHAPES],
+                imagenet=list(SHAPES))

@@ -4,11 +4,12 @@
 _base_ = './_base_/mask-rcnn_edgevit_fpn_1x_coco.py'
 
 # ImageNet-1k initialisation of the backbone: EdgeViT-XS checkpoint (official saic-fi/edgevit layout, or ours).
-# None trains from scratch (the backbone logs a warning).
+# None trains from scratch (the backbone logs a warning); on the command line:
+#   --cfg-options model.backbone.init_cfg.checkpoint=PATH
 checkpoint = None
 
 model = dict(
     backbone=dict(
         arch='xs',
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint) if checkpoint else None),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
     neck=dict(in_channels=[48, 96, 240, 384]))
