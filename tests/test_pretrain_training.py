@@ -1,7 +1,9 @@
 """A pretraining config trains through the project's train entry (prepare_train_config + train)
 on CPU: a few tiny images in mmpretrain's CustomDataset folder layout, 2 iterations, the
 recipe's pipeline, sampler, schedule, optim wrapper, EMA and (for a distilling family) a
-teacher; the checkpoint holds the classifier as ``backbone.*`` and ``head.{norm,head,head_dist}.*``."""
+teacher; the checkpoint holds the classifier as ``backbone.*`` and ``head.{norm,head,head_dist}.*``,
+and the test entry (prepare_test_config + test) evaluates it."""
+import copy
 import glob
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 pytest.importorskip('mmpretrain')
 from backbones.checkpoints.io import load_local_checkpoint  # noqa: E402
 from backbones.registry import FAMILIES  # noqa: E402
-from backbones.runtime.engine import prepare_train_config, train  # noqa: E402
+from backbones.runtime import engine  # noqa: E402
 from backbones.runtime.models import load_config  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
@@ -76,9 +78,9 @@ def test_config_trains_two_iterations_on_cpu_and_saves_the_classifier(family, tm
         torch.save({'model': teacher.state_dict()}, tmp_path / 'teacher.pth')
         options['model.teacher'] = dict(name='test_resnet', checkpoint=str(tmp_path / 'teacher.pth'))
 
-    cfg = prepare_train_config(config, work_dir=str(tmp_path / 'work'), cfg_options=options)
+    cfg = engine.prepare_train_config(config, work_dir=str(tmp_path / 'work'), cfg_options=copy.deepcopy(options))
     assert cfg.get('sync_bn') is None and not cfg.optim_wrapper.get('type', 'OptimWrapper').startswith('Amp')
-    runner = train(cfg)
+    runner = engine.train(cfg)
 
     assert runner.iter == 2 and runner.epoch == 1
     hub = runner.message_hub
@@ -98,3 +100,9 @@ def test_config_trains_two_iterations_on_cpu_and_saves_the_classifier(family, tm
                                                           else set())
     assert parts == expected
     assert 'ema_state_dict' in checkpoint  # mmengine's EMAHook: the raw weights there, the EMA under state_dict
+
+    # and tools/test.py evaluates it (strict load of the whole classifier)
+    test_options = {k: v for k, v in options.items() if k.endswith('_dataloader') or k.startswith('model.')}
+    metrics = engine.test(engine.prepare_test_config(config, str(tmp_path / 'work' / 'epoch_1.pth'),
+                                       work_dir=str(tmp_path / 'test'), cfg_options=test_options))
+    assert {'accuracy/top1', 'accuracy/top5'} <= set(metrics)
