@@ -2,9 +2,10 @@
 
 A family is a :class:`~backbones.base.MultiScaleBackbone` subclass decorated with
 ``@register_family``. Registering it also registers the class in every installed OpenMMLab
-``MODELS`` registry (mmdet, mmseg), and every list of names in the package (classifiers,
-paper figures, the export and benchmark lists, complexity tables) is derived from here:
-a new family is its model file and its checkpoint-layouts file, nothing else.
+``MODELS`` registry (mmdet, mmseg; mmpretrain once :mod:`backbones.pretrain` is imported),
+and every list of names in the package (classifiers, paper figures, the export and benchmark
+lists, complexity tables) is derived from here: a new family is its model file and its
+checkpoint-layouts file, nothing else.
 
 The class attributes a family declares (checked at registration):
 
@@ -21,8 +22,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-#: the registries the backbones join, by the package that owns them
-REGISTRY_MODULES = ('mmdet.registry', 'mmseg.registry')
+#: the registries the backbones join, by the package that owns them; importing
+#: :mod:`backbones.pretrain` adds ``'mmpretrain.registry'`` (see :func:`add_registry_module`)
+REGISTRY_MODULES: List[str] = ['mmdet.registry', 'mmseg.registry']
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ _REQUIRED = ('family', 'model_prefix', 'arch_settings')
 
 
 def register_family(cls: type) -> type:
-    """Class decorator: add a backbone family to the registry and to mmdet's / mmseg's MODELS."""
+    """Class decorator: add a backbone family to the registry and to the MODELS registry of
+    every toolbox in :data:`REGISTRY_MODULES` (mmdet's, mmseg's; mmpretrain's once
+    :mod:`backbones.pretrain` is imported)."""
     for attr in _REQUIRED:
         if not getattr(cls, attr, None):
             raise TypeError(f'{cls.__name__}: a registered family needs a non-empty class attribute {attr!r}')
@@ -145,6 +149,15 @@ def _openmmlab_registries() -> Iterable:
             if err.name and module_name.startswith(err.name.split('.')[0]):
                 continue
             raise
+
+
+def add_registry_module(module_name: str) -> Tuple[str, ...]:
+    """Join the ``MODELS`` registry of another toolbox (e.g. ``'mmpretrain.registry'``): every
+    family registered so far is registered there now, and each later one when it registers.
+    Returns the scopes the families are registered in."""
+    if module_name not in REGISTRY_MODULES:
+        REGISTRY_MODULES.append(module_name)
+    return register_in_openmmlab(FAMILIES.values())
 
 
 def register_in_openmmlab(classes: Iterable[type]) -> Tuple[str, ...]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (or check) the project's virtual environment with the exact tested stack of
 # tools/constraints.txt: torch 2.13 + torchvision 0.28, mmcv 2.1.0 with compiled ops, mmengine,
-# mmdet, mmsegmentation, timm, pytest, the export tools and this package (editable).
+# mmdet, mmsegmentation, mmpretrain, timm, pytest, the export tools and this package (editable).
 #
 # Usage: bash tools/setup.sh [--wheels DIR] [--force]
 #   --wheels DIR   a folder of prebuilt wheels (e.g. an mmcv-2.1.0 wheel); also EDGEFORMERS_WHEELS
@@ -45,6 +45,7 @@ check_env() {
   "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 import mmcv, mmcv.ops, mmdet, mmseg, mmengine, timm, torchvision, pytest, backbones
 import executorch, onnxruntime, coremltools
+import mmpretrain, backbones.pretrain
 assert mmcv.__version__ == "2.1.0"
 PY
 }
@@ -95,12 +96,12 @@ else
   fi
 fi
 
-log "mmengine, mmdet, mmsegmentation, timm, pytest, export tools (ExecuTorch, ONNX, Core ML) and edgeformers (editable)"
-pip_q install --no-build-isolation "${PIP_C[@]}" -e "$ROOT[test,export]"
+log "mmengine, mmdet, mmsegmentation, mmpretrain, timm, pytest, export tools (ExecuTorch, ONNX, Core ML) and edgeformers (editable)"
+pip_q install --no-build-isolation "${PIP_C[@]}" -e "$ROOT[test,export,pretrain]"
 
 if ! check_env; then
-  echo "setup.sh: the environment was installed but does not import; run '$VENV/bin/python -c \"import mmcv.ops, mmdet, mmseg, timm, backbones\"' to see why" >&2
+  echo "setup.sh: the environment was installed but does not import; run '$VENV/bin/python -c \"import mmcv.ops, mmdet, mmseg, mmpretrain, timm, backbones\"' to see why" >&2
   exit 1
 fi
 echo "$stamp" > "$STAMP_FILE"
-log "done: $("$VENV/bin/python" -c 'import torch, mmcv, mmdet, mmseg, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")')"
+log "done: $("$VENV/bin/python" -c 'import torch, mmcv, mmdet, mmseg, mmpretrain, timm; print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}, timm {timm.__version__}")')"

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a trained detector or segmentor (mmdet COCO metric / mmseg mIoU).
+"""Evaluate a trained detector, segmentor or classifier (mmdet COCO metric / mmseg mIoU /
+mmpretrain top-1 and top-5).
 
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl] [--show-dir vis/]
     bash tools/dist_test.sh CONFIG CHECKPOINT 8

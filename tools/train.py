@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Train a detector or segmentor from an mmdet / mmseg config (mmengine Runner).
+"""Train a detector, segmentor or ImageNet classifier from an mmdet / mmseg / mmpretrain config
+(mmengine Runner).
 
     python tools/train.py configs/detection/mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py
+    python tools/train.py configs/classification/edgevit-xxs_8xb256-300e_in1k.py --auto-scale-lr
     bash tools/dist_train.sh CONFIG 8            # 8 GPUs (torchrun)
 """
 import argparse
@@ -20,7 +22,8 @@ def parse_args(argv=None):
     add_runner_arguments(parser, 'checkpoints')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
                         help='resume from CHECKPOINT, or without one from the latest checkpoint in the work dir')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision: the optim wrapper X becomes its twin AmpX (needs a GPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help="scale the lr linearly from the config's total batch (auto_scale_lr.base_batch_size, "
                              'the batch in its name) to the real one (GPUs x batch per GPU)')

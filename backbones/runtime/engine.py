@@ -1,10 +1,10 @@
-"""Training and testing with the mmengine Runner, for mmdet and mmseg configs alike.
+"""Training and testing with the mmengine Runner, for mmdet, mmseg and mmpretrain configs alike.
 
 ``tools/train.py`` and ``tools/test.py`` are thin command lines over these functions. What
 they add to mmdet's / mmseg's own tools: the same flags for both toolboxes, ``--resume`` that
 works on torch >= 2.6 (see :mod:`backbones.checkpoints.io`), and machines without a GPU (the gloo
-backend, SyncBN as BN, DistributedDataParallel on CPU), so ``--launcher pytorch`` runs on
-CPU processes too.
+backend, SyncBN as BN, float32 twins of AMP optim wrappers, DistributedDataParallel on CPU), so
+``--launcher pytorch`` runs on CPU processes too.
 """
 from __future__ import annotations
 
@@ -40,15 +40,55 @@ def _replace_sync_bn(node: Any) -> int:
     return count
 
 
+#: what an AMP optim wrapper takes beyond its float32 twin
+_AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def _optim_wrappers():
+    from mmengine.registry import OPTIM_WRAPPERS
+    return OPTIM_WRAPPERS
+
+
+def amp_optim_wrapper(wrapper_type: str) -> str:
+    """The mixed-precision twin of an optim wrapper type, named as mmengine names
+    ``AmpOptimWrapper`` after ``OptimWrapper``: ``X`` -> ``AmpX`` (``AGCOptimWrapper`` ->
+    ``AmpAGCOptimWrapper``); an ``Amp...`` type is its own twin."""
+    if wrapper_type.startswith('Amp'):
+        return wrapper_type
+    twin = 'Amp' + wrapper_type
+    if _optim_wrappers().get(twin) is None:
+        raise UserError(f'--amp: the optim wrapper {wrapper_type} has no mixed-precision twin {twin} registered; '
+                        f'drop --amp, or register {twin}')
+    return twin
+
+
+def _float32_optim_wrapper(wrapper: Any) -> Optional[str]:
+    """An AMP optim wrapper config turned into its float32 twin in place (``AmpX`` -> ``X``,
+    the AMP-only keys dropped); returns the old type, or None when there was nothing to do."""
+    old = wrapper.get('type', 'OptimWrapper') if isinstance(wrapper, dict) else None
+    if not old or not old.startswith('Amp') or _optim_wrappers().get(old[3:]) is None:
+        return None
+    wrapper['type'] = old[3:]
+    for key in _AMP_ONLY_KEYS:
+        wrapper.pop(key, None)
+    return old
+
+
 def adapt_to_machine(cfg: Config) -> Config:
-    """Run GPU configs on a machine without CUDA: gloo, plain BN, CPU DDP, no cudnn flags."""
+    """Run GPU configs on a machine without CUDA: gloo, plain BN (SyncBN layers and the
+    Runner's ``sync_bn`` conversion off), float32 optim wrappers for AMP ones, CPU DDP, no
+    cudnn flags."""
     if torch.cuda.is_available():
         return cfg
     env = cfg.setdefault('env_cfg', {})
     env.setdefault('dist_cfg', {})['backend'] = 'gloo'
     env['cudnn_benchmark'] = False
-    if _replace_sync_bn(cfg.model):
+    replaced = _replace_sync_bn(cfg.model)
+    if cfg.pop('sync_bn', None) is not None or replaced:
         print_log('no CUDA device: SyncBN replaced by BN', logger='current')
+    amp = _float32_optim_wrapper(cfg.get('optim_wrapper'))
+    if amp:
+        print_log(f'no CUDA device: {amp} replaced by {cfg.optim_wrapper.type} (float32)', logger='current')
     if cfg.get('launcher', 'none') != 'none':
         wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
         wrapper['device_ids'] = None  # DDP on CPU modules takes no device ids
@@ -74,8 +114,8 @@ def prepare_train_config(config: str, work_dir: Optional[str] = None,
         if not torch.cuda.is_available():
             raise UserError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper); this machine has none. '
                             'Drop --amp to train in float32.')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        cfg.optim_wrapper.type = amp_optim_wrapper(cfg.optim_wrapper.get('type', 'OptimWrapper'))
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserError(f'--auto-scale-lr: {config} has no auto_scale_lr.base_batch_size to scale the lr from; '
@@ -175,7 +215,10 @@ def prepare_test_config(config: str, checkpoint: str, work_dir: Optional[str] = 
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) else list(
             cfg.test_evaluator)
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=out))
-    if show_dir is not None:
+    if show_dir is not None and config_scope(cfg) == 'mmpretrain':
+        hooks = cfg.setdefault('default_hooks', {})
+        hooks['visualization'] = dict(type='VisualizationHook', enable=True, interval=1, show=False, out_dir=show_dir)
+    elif show_dir is not None:
         vis_hook = 'DetVisualizationHook' if config_scope(cfg) == 'mmdet' else 'SegVisualizationHook'
         hooks = cfg.setdefault('default_hooks', {})
         hooks['visualization'] = dict(type=vis_hook, draw=True, interval=1, show=False,

@@ -16,7 +16,7 @@ from ..registry import get_variant
 def load_config(config: str, cfg_options: Optional[Dict[str, Any]] = None) -> Config:
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file {config!r} does not exist; configs live in '
-                                'configs/detection/ and configs/segmentation/')
+                                'configs/detection/, configs/segmentation/ and configs/classification/')
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -24,7 +24,7 @@ def load_config(config: str, cfg_options: Optional[Dict[str, Any]] = None) -> Co
 
 
 def config_scope(cfg: Config) -> str:
-    """The toolbox of a config: ``'mmdet'`` or ``'mmseg'``."""
+    """The toolbox of a config: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``."""
     return cfg.get('default_scope', 'mmdet')
 
 
@@ -60,19 +60,17 @@ def warn_new_config_keys(config: str, cfg_options: Optional[Dict[str, Any]]) -> 
 
 
 def build_model_from_config(config: str, cfg_options: Optional[Dict[str, Any]] = None):
-    """The model of an mmdet / mmseg config (pretrained weights not loaded), with its
-    toolbox's modules registered, after ``cfg_options`` (``{'model.test_cfg.rcnn.max_per_img':
+    """The model of an mmdet / mmseg / mmpretrain config (pretrained weights not loaded), with
+    its toolbox's modules registered, after ``cfg_options`` (``{'model.test_cfg.rcnn.max_per_img':
     20}``, as ``--cfg-options`` gives them) are merged in; returns ``(model, scope)``."""
+    import importlib
+
     import backbones  # noqa: F401  (registers the families)
     cfg = load_config(config, cfg_options)
     scope = config_scope(cfg)
-    if scope == 'mmseg':
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    else:
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
+    toolbox = scope if scope in ('mmseg', 'mmpretrain') else 'mmdet'
+    MODELS = importlib.import_module(f'{toolbox}.registry').MODELS
+    importlib.import_module(f'{toolbox}.utils').register_all_modules(init_default_scope=True)
     cfg.model.get('backbone', {}).pop('init_cfg', None)
     return MODELS.build(cfg.model), scope
 

@@ -1,0 +1,6 @@
+# EfficientFormerV2-S0 ImageNet-1K pretraining, 300 epochs on 8 GPUs x 128 images.
+# Official: snap-research/EfficientFormer main.py --model efficientformerv2_s0 (the settings and
+# their sources, and our choices, are listed in the bases' headers).
+_base_ = './_base_/efficientformerv2_8xb128-300e_in1k.py'
+
+model = dict(backbone=dict(arch='s0'), head=dict(in_channels=176))
