@@ -10,7 +10,9 @@ runner tools/run_exported.py with the same metrics, printed beside the eager one
 on training images, are the others; none skips the step).
 
 Any config works (--det-config / --seg-config, or 'none' to skip one); the data size,
-image size and schedule are options.
+image size and schedule are options. --pretrain first pretrains each backbone as a classifier
+(configs/classification, mmpretrain) on the dataset's ImageNet layout and starts the
+detector and segmentor from it.
 """
 import argparse
 import os
@@ -53,9 +55,14 @@ def _main(argv) -> int:
     parser.add_argument('--export-formats', nargs='+', default=['onnx'],
                         choices=list(EVALUATED_FORMATS) + ['none'],
                         help='end-to-end exports evaluated after training (default: onnx; none skips them)')
+    parser.add_argument('--pretrain', action='store_true',
+                        help='first pretrain each backbone as a classifier with its configs/classification config on '
+                             "the dataset's ImageNet layout, and start the detector and segmentor from it (the path "
+                             'from ImageNet to the phone, in small; needs the [pretrain] extra, mmpretrain)')
+    parser.add_argument('--pretrain-iters', type=int, default=60, help='pretraining iterations (default: 60)')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
-    for name in ('num_train', 'num_val', 'det_iters', 'seg_iters', 'batch_size'):
+    for name in ('num_train', 'num_val', 'det_iters', 'seg_iters', 'batch_size', 'pretrain_iters'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
     if args.size < 64:
@@ -85,7 +92,9 @@ def _main(argv) -> int:
     results = run_demo(work_dir=args.work_dir, data_root=args.data_root, num_train=args.num_train,
                        num_val=args.num_val, size=args.size, det_iters=args.det_iters,
                        seg_iters=args.seg_iters, batch_size=args.batch_size, seed=args.seed,
-                       export_formats=[f for f in args.export_formats if f != 'none'], **configs)
+                       export_formats=[f for f in args.export_formats if f != 'none'],
+                       classification_dir=os.path.join(ROOT, 'configs', 'classification') if args.pretrain else None,
+                       pretrain_iters=args.pretrain_iters, **configs)
     print(format_results(results))
     return 0
 

@@ -11,15 +11,15 @@ from ..runtime.engine import adapt_to_machine
 from ..runtime.models import load_config
 
 
-TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation', 'mmpretrain': 'classification'}
 
 
 def config_task(config: str) -> str:
     """'detection' or 'segmentation': the toolbox a config is written for (its default_scope)."""
     scope = load_config(config).get('default_scope')
     if scope not in TASKS:
-        raise ValueError(f'{config}: default_scope is {scope!r}, neither mmdet (detection) nor mmseg '
-                         '(segmentation); use a config from configs/detection/ or configs/segmentation/')
+        raise ValueError(f'{config}: default_scope is {scope!r}, not mmdet (detection), mmseg (segmentation) or '
+                         'mmpretrain (classification); use a config from configs/')
     return TASKS[scope]
 
 
@@ -42,9 +42,10 @@ def _short_schedule(cfg: Config, iters: int, lr: float, warmup: int) -> None:
     cfg.optim_wrapper.optimizer.lr = lr
     cfg.optim_wrapper.clip_grad = dict(max_norm=10.0)  # from-scratch training: tame early spikes
     warmup = min(warmup, max(iters // 4, 1))
-    cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup),
-        dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters, eta_min=lr * 0.01)]
+    cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup)]
+    if iters > warmup:
+        cfg.param_scheduler.append(dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters,
+                                        eta_min=lr * 0.01))
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=cfg.get('auto_scale_lr', {}).get('base_batch_size', 16))
     hooks = cfg.default_hooks
     hooks.logger = dict(type='LoggerHook', interval=10)
@@ -118,3 +119,46 @@ def segmentation_config(config: str, data_root: str, size: int, iters: int, batc
     cfg.model.data_preprocessor.size = crop
     cfg.data_preprocessor = cfg.model.data_preprocessor
     return _finish(cfg, size, iters, lr, 30, work_dir)
+
+
+def classification_config(config: str, data_root: str, size: int, iters: int, batch_size: int = 8,
+                          lr: float = 1e-3, work_dir: Optional[str] = None) -> Config:
+    """An ImageNet classification config (``configs/classification/``) pointed at the built-in
+    dataset's ImageNet layout: its five classes, images of ``size`` pixels, a short iteration
+    schedule. The recipe's augmentation (RandAugment, Mixup / CutMix, random erasing) and
+    gradient clipping stay; the EMA does not (over a few iterations it would stay at the initial
+    weights, which the downstream models would then load), nor does the distillation teacher
+    (none is configured by default)."""
+    from .dataset import class_names
+    cfg = load_config(config)
+    classes = class_names()['imagenet']
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomResizedCrop', scale=size, backend='pillow', interpolation='bicubic'),
+        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+        dict(type='PackInputs')]
+    test_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='ResizeEdge', scale=size, edge='short', backend='pillow', interpolation='bicubic'),
+        dict(type='CenterCrop', crop_size=size),
+        dict(type='PackInputs')]
+    for key, split, pipeline, batch in (('train_dataloader', 'train', train_pipeline, batch_size),
+                                        ('val_dataloader', 'val', test_pipeline, batch_size),
+                                        ('test_dataloader', 'val', test_pipeline, batch_size)):
+        loader = cfg[key]
+        loader.update(batch_size=batch, num_workers=1, persistent_workers=True)
+        loader.dataset = dict(type='ImageNet', data_root=data_root, split=split, metainfo=dict(classes=classes),
+                              pipeline=pipeline)
+    cfg.model.head.num_classes = len(classes)
+    if cfg.model.get('data_preprocessor') is not None:
+        cfg.model.data_preprocessor.num_classes = len(classes)
+    if cfg.get('data_preprocessor') is not None:
+        cfg.data_preprocessor.num_classes = len(classes)
+    for key in ('val_evaluator', 'test_evaluator'):
+        cfg[key] = dict(type='Accuracy', topk=(1,))
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'EMAHook']
+    recipe_clip = cfg.optim_wrapper.get('clip_grad')
+    cfg = _finish(cfg, size, iters, lr, max(iters // 10, 1), work_dir)
+    cfg.optim_wrapper.clip_grad = recipe_clip  # the recipe's own clipping (or none), not the demo's
+    return cfg
+

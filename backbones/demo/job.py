@@ -22,9 +22,11 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..fileio import atomic_path, write_json
+from ..registry import FAMILIES
 from ..runtime.cli import check_writable_dir
 from ..runtime.engine import build_runner
-from .configs import check_config_task, detection_config, segmentation_config
+from ..runtime.models import load_config
+from .configs import check_config_task, classification_config, detection_config, segmentation_config
 from .dataset import make_dataset
 from .exported import EVALUATED_FORMATS, evaluate_export, export_trained
 
@@ -110,11 +112,44 @@ def _draw(det: Optional[Dict[str, Any]], seg: Optional[Dict[str, Any]], image_pa
     return out_file
 
 
+def pretraining_configs(configs: Sequence[str], classification_dir: str) -> Dict[str, str]:
+    """For each distinct backbone variant of ``configs``: its classification config in
+    ``classification_dir`` (``{prefix}-{arch}_*.py``), by variant name."""
+    import glob
+    found: Dict[str, str] = {}
+    for config in configs:
+        backbone = load_config(config).model.backbone
+        cls = FAMILIES[backbone.type]
+        name = f'{cls.model_prefix}_{backbone.arch}'
+        if name in found:
+            continue
+        matches = sorted(glob.glob(osp.join(classification_dir, f'{cls.model_prefix}-{backbone.arch}_*.py')))
+        if not matches:
+            raise FileNotFoundError(f'{config}: no classification config for {cls.family}-{backbone.arch.upper()} in '
+                                    f'{classification_dir} ({cls.model_prefix}-{backbone.arch}_*.py) to pretrain with')
+        found[name] = matches[0]
+    return found
+
+
+def _pretrain(configs: Sequence[str], classification_dir: str, root: str, size: int, iters: int, batch_size: int,
+              lr: float, work_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Pretrain a classifier of each backbone variant the task configs use, on the built-in
+    dataset's ImageNet layout; returns per variant its metrics and checkpoint."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, config in pretraining_configs(configs, classification_dir).items():
+        cfg = classification_config(config, root, max(32, size // 2), iters, batch_size, lr,
+                                    work_dir=osp.join(work_dir, 'pretrain', name))
+        out[name] = dict(_train_and_test(cfg, osp.basename(config)), config_name=osp.basename(config))
+    return out
+
+
 def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
              det_config: Optional[str] = None, seg_config: Optional[str] = None,
              num_train: int = 200, num_val: int = 50, size: int = 192, det_iters: int = 120,
              seg_iters: int = 150, batch_size: int = 4, det_lr: float = 1e-3, seg_lr: float = 1e-3,
-             num_vis: int = 4, seed: int = 0, export_formats: Sequence[str] = ('onnx',)) -> Dict[str, Any]:
+             num_vis: int = 4, seed: int = 0, export_formats: Sequence[str] = ('onnx',),
+             classification_dir: Optional[str] = None, pretrain_iters: int = 60,
+             pretrain_lr: float = 2e-3) -> Dict[str, Any]:
     """Run the whole job; returns the results (also written to ``work_dir/results.json``).
 
     Args:
@@ -122,6 +157,11 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
             tools pass ``configs/detection/mask-rcnn_efficientformerv2-s0_...`` and
             ``configs/segmentation/fpn_edgevit-xxs_...``); None skips that task.
         export_formats: end-to-end exports evaluated after training (empty: none).
+        classification_dir: with it (the checkout's ``configs/classification``), each backbone
+            variant of the task configs is first pretrained as a classifier with its
+            classification config on the dataset's ImageNet layout (``pretrain_iters``
+            iterations), and the detector and segmentor start from that checkpoint, as on COCO
+            and ADE20K they start from ImageNet's.
     """
     if not (det_config or seg_config):
         raise ValueError('the main job needs a detection or a segmentation config (det_config, seg_config)')
@@ -141,13 +181,23 @@ def run_demo(work_dir: str = 'work_dirs/demo', data_root: Optional[str] = None,
     roots = make_dataset(data_root, num_train=num_train, num_val=num_val, size=(size, size), seed=seed)
     results: Dict[str, Any] = dict(dataset=dict(root=data_root, num_train=num_train, num_val=num_val, size=size,
                                                 seed=seed))
+    pretrained: Dict[str, Dict[str, Any]] = {}
+    if classification_dir:
+        pretrained = _pretrain([c for c in (det_config, seg_config) if c], classification_dir, roots['imagenet'], size,
+                               pretrain_iters, 2 * batch_size, pretrain_lr, work_dir)
+        results['pretraining'] = pretrained
     tasks = (('detection', det_config, detection_config, roots['coco'], det_iters, det_lr),
              ('segmentation', seg_config, segmentation_config, roots['ade'], seg_iters, seg_lr))
     for task, config, adapt, root, iters, lr in tasks:
         if not config:
             continue
         cfg = adapt(config, root, size, iters, batch_size, lr, work_dir=osp.join(work_dir, task))
-        result = dict(_train_and_test(cfg, osp.basename(config)), config_name=osp.basename(config))
+        backbone = cfg.model.backbone
+        variant = f'{FAMILIES[backbone.type].model_prefix}_{backbone.arch}'
+        if variant in pretrained:
+            backbone.init_cfg = dict(type='Pretrained', checkpoint=pretrained[variant]['checkpoint'])
+        result = dict(_train_and_test(cfg, osp.basename(config)), config_name=osp.basename(config),
+                      pretrained=pretrained.get(variant, {}).get('checkpoint'))
         results[task] = result
         if export_formats:
             _export_and_evaluate(result, cfg, task, size, export_formats)
@@ -173,6 +223,11 @@ def format_results(results: Dict[str, Any]) -> str:
     """The results table printed at the end of the job: eager PyTorch and each end-to-end
     export side by side, evaluated the same way on the validation split."""
     lines = []
+    for name, r in results.get('pretraining', {}).items():
+        top1 = r['metrics'].get('accuracy/top1')
+        lines += [f'pretraining: {r["config_name"]} on the built-in classification set',
+                  f'  top-1 {top1:.1f}% after {r["train_seconds"] / 60:.1f} min; checkpoint {r["checkpoint"]}'
+                  if top1 is not None else f'  checkpoint {r["checkpoint"]}']
     for task in ('detection', 'segmentation'):
         r = results.get(task)
         if not r:
@@ -197,7 +252,8 @@ def format_results(results: Dict[str, Any]) -> str:
                 lines.append(f'  {fmt}: export failed: {info["error"]}')
             else:
                 lines.append(f'  {fmt}: {info["path"]} ({info["size_mb"]:.1f} MB)')
-        lines.append(f'  trained in {r["train_seconds"] / 60:.1f} min, checkpoint {r["checkpoint"]}')
+        lines.append(f'  trained in {r["train_seconds"] / 60:.1f} min, checkpoint {r["checkpoint"]}'
+                     + (f', backbone initialised from {r["pretrained"]}' if r.get('pretrained') else ''))
     if 'predictions_png' in results:
         lines.append(f'predictions drawn on validation images: {results["predictions_png"]}')
     lines.append(f'total time {results["total_seconds"] / 60:.1f} min')
