@@ -12,6 +12,7 @@ from backbones import EdgeViT, EfficientFormerV2
 from backbones.demo.dataset import render_scene
 from backbones.edgevit import GlobalAttention, SparseAttention
 from backbones.efficientformer_v2 import Attention2d, Attention2dDownsample
+from backbones.export.targets import IMAGENET_MEAN, IMAGENET_STD
 
 from .conftest import rel_err
 from .test_prepare import _randomise_tables
@@ -45,9 +46,7 @@ def _scene(height=160, width=192, batch=1):
     rng = np.random.default_rng(0)
     images = np.stack([render_scene(rng, height, width)[0] for _ in range(batch)])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def _outputs(out):
