@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS=${2:?--wheels needs a folder}; shift 2 ;;
     --wheels=*) WHEELS=${1#--wheels=}; shift ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
