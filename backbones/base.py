@@ -27,6 +27,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .checkpoints.layouts import CLASSIFIER_PREFIXES, convert_state_dict
 from .checkpoints.loading import load_pretrained
 
+#: torch.compiler.is_compiling on torch >= 2.3; before it (no such function) torch._utils.is_compiling,
+#: which dynamo (behind torch.compile and torch 2.1's torch.export) folds to True while it traces
+_IS_COMPILING = (getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+                 or getattr(torch._utils, 'is_compiling', None) or (lambda: False))
+
 
 def is_exporting() -> bool:
     """True while the forward is being traced (torch.jit.trace, torch.export, dynamo).
@@ -36,10 +41,10 @@ def is_exporting() -> bool:
     """
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
+    if _IS_COMPILING():
+        return True
     compiler = getattr(torch, 'compiler', None)
     if compiler is not None:
-        if getattr(compiler, 'is_compiling', lambda: False)():
-            return True
         if getattr(compiler, 'is_exporting', lambda: False)():
             return True
     return False

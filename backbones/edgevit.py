@@ -159,7 +159,8 @@ class SparseAttention(nn.Module):
         qkv = self.qkv(x)
         # channel slices split into heads as (B * heads, hd, n), and 3-D batched matmuls: no
         # unbind or broadcast expand in the exported graph, and the output comes out NCHW
-        q, k, v = (qkv[:, i * C:(i + 1) * C].reshape(B * heads, hd, n) for i in range(3))
+        # (a list, not a generator: torch 2.1's dynamo cannot unpack a generator)
+        q, k, v = [qkv[:, i * C:(i + 1) * C].reshape(B * heads, hd, n) for i in range(3)]
         attn = torch.bmm(q.transpose(1, 2), k) * self.scale
         attn = self.attn_drop(attn.softmax(dim=-1))
         out = torch.bmm(v, attn.transpose(1, 2)).reshape(B, C, h, w)

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -14,6 +15,11 @@ DEMO_SEG_CONFIG = str(CONFIGS / 'segmentation' / 'fpn_edgevit-xxs_8xb4-40k_ade20
 COMPACT_REFERENCE = ROOT / 'tests' / 'data' / 'reference'
 #: the papers' figures; ../shared/PAPERS.md when present (the maintained copy), else the shipped one
 PAPERS_MD = ROOT / 'tests' / 'data' / 'PAPERS.md'
+#: (major, minor) of the installed torch
+TORCH_VERSION = tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2])
+#: top-level modules that only an optional extra installs (pyproject.toml), and that extra
+EXTRA_MODULES = {'executorch': 'export', 'onnx': 'export', 'onnxruntime': 'export', 'onnxscript': 'export',
+                 'coremltools': 'export', 'litert_torch': 'tflite'}
 
 
 def shared_reference_dir():
@@ -81,7 +87,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def load_tool(name: str):
     """``tools/NAME.py`` as a module, as its command line runs it."""
-    import importlib.util
     import sys
     tools = str(ROOT / 'tools')
     if tools not in sys.path:
@@ -147,3 +152,31 @@ def paper_row(text: str, config_name: str) -> dict:
     title, columns = PAPER_TABLES[task]
     row = paper_table(text, title).get(variant_of_config(config_name).label, {})
     return {key: row[col] for key, col in columns.items() if re.fullmatch(r'[\d.]+', row.get(col, ''))}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that imports a module of an optional extra which is not installed, or that the
+    package refuses with MissingExtra (an export this torch cannot make), is skipped, not
+    failed: the [export] extra requires torch 2.13 (ExecuTorch 1.4.1), so an environment with
+    another torch runs the rest of the suite without it. Only a top-level module that is absent
+    altogether counts; a missing submodule of an installed package still fails."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.excinfo is None:
+        return
+    from backbones.export.formats import MissingExtra
+    if call.excinfo.errisinstance(MissingExtra):  # the package's own "this extra is not usable here"
+        reason = str(call.excinfo.value)
+    elif call.excinfo.errisinstance(ModuleNotFoundError):
+        top = (call.excinfo.value.name or '').partition('.')[0]
+        extra = EXTRA_MODULES.get(top)
+        if extra is None or importlib.util.find_spec(top) is not None:
+            return
+        reason = (f'the [{extra}] extra is not installed (no module named {top!r})'
+                  + ('; the extra requires torch 2.13' if extra == 'export' else ''))
+    else:
+        return
+    path, line, _ = item.reportinfo()
+    report.outcome = 'skipped'
+    report.longrepr = (str(path), (line or 0) + 1, reason)

@@ -126,3 +126,24 @@ def test_torch_export_computes_in_graph_and_leaks_nothing():
     traced = torch.jit.trace(model, (x,), check_trace=False)
     for a, b in zip(traced(x), eager):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('mode', ['official', 'table'])
+def test_cache_keeps_the_tables_dtype_under_autocast(mode):
+    """A bias cached while autocast runs is the table's own float32, so a float32 forward
+    afterwards equals one that never saw autocast; a bfloat16 model gets a bfloat16 bias."""
+    model = _with_random_tables(resolution=224, bias_mode=mode)
+    twin = _with_random_tables(resolution=224, bias_mode=mode)
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 160, 256)  # not the base size: the biases are resized
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model(x)
+        cached = [b for m in _bias_modules(model) for b in m._cache.values()]
+        assert cached and all(b.dtype == torch.float32 for b in cached)
+        for a, b in zip(model(x), twin(x)):
+            assert a.dtype == torch.float32 and torch.equal(a, b)
+        model.to(torch.bfloat16)
+        out = model(x.to(torch.bfloat16))
+        assert all(o.dtype == torch.bfloat16 and torch.isfinite(o).all() for o in out)
+        assert all(b.dtype == torch.bfloat16 for m in _bias_modules(model) for b in m._cache.values())

@@ -92,3 +92,56 @@ def test_bad_arguments_are_explained(tiny_config, tmp_path):
     blocker.write_text('')
     with pytest.raises(UserError, match='is a file, not a folder'):
         prepare_train_config(tiny_config, work_dir=str(blocker / 'work'))
+
+
+# ---------------------------------------------------------------------------- --amp
+@pytest.fixture
+def stand_in_wrappers():
+    """Stand-ins for optim wrappers of other modules (as adaptive gradient clipping adds): a
+    plain one with an ``Amp`` counterpart, one with a counterpart of another name, one with none."""
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    from mmengine.registry import OPTIM_WRAPPERS
+    classes = {'StandInOptimWrapper': OptimWrapper, 'AmpStandInOptimWrapper': AmpOptimWrapper,
+               'OddStandInWrapper': OptimWrapper, 'MixedOddStandInWrapper': AmpOptimWrapper,
+               'LonelyOptimWrapper': OptimWrapper}
+    for name, base in classes.items():
+        OPTIM_WRAPPERS.register_module(name=name, module=type(name, (base,), {}), force=True)
+    yield
+    for name in classes:
+        OPTIM_WRAPPERS._module_dict.pop(name, None)
+
+
+def test_amp_counterparts_of_optim_wrappers(stand_in_wrappers, monkeypatch):
+    from backbones.runtime import engine
+    from backbones.runtime.cli import UserError
+    assert engine.amp_optim_wrapper('OptimWrapper') == 'AmpOptimWrapper'
+    assert engine.amp_optim_wrapper('OptimWrapper', 'mmdet') == 'AmpOptimWrapper'
+    assert engine.amp_optim_wrapper('StandInOptimWrapper') == 'AmpStandInOptimWrapper'
+    assert engine.amp_optim_wrapper('AmpStandInOptimWrapper') == 'AmpStandInOptimWrapper'
+    with pytest.raises(UserError, match='OddStandInWrapper has no mixed-precision counterpart'):
+        engine.amp_optim_wrapper('OddStandInWrapper')
+    monkeypatch.setitem(engine.AMP_OPTIM_WRAPPERS, 'OddStandInWrapper', 'MixedOddStandInWrapper')
+    assert engine.amp_optim_wrapper('OddStandInWrapper') == 'MixedOddStandInWrapper'
+    assert engine.amp_optim_wrapper('MixedOddStandInWrapper') == 'MixedOddStandInWrapper'
+    with pytest.raises(UserError, match=r'LonelyOptimWrapper has no .*AmpLonelyOptimWrapper is not registered'):
+        engine.amp_optim_wrapper('LonelyOptimWrapper')
+
+
+def test_amp_on_cuda_sets_float16_and_a_dynamic_loss_scale(tiny_config, stand_in_wrappers, monkeypatch, capsys):
+    from backbones.runtime.engine import prepare_train_config
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # only the config is made, nothing runs
+    cfg = prepare_train_config(tiny_config, amp=True)
+    assert (cfg.optim_wrapper.type, cfg.optim_wrapper.loss_scale, cfg.optim_wrapper.dtype) == (
+        'AmpOptimWrapper', 'dynamic', 'float16')
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'  # the rest of the wrapper stays
+    assert '--amp: AmpOptimWrapper (from OptimWrapper), float16 autocast' in capsys.readouterr().err
+    cfg = prepare_train_config(tiny_config, amp=True, cfg_options={'optim_wrapper.type': 'StandInOptimWrapper'})
+    assert cfg.optim_wrapper.type == 'AmpStandInOptimWrapper'
+
+
+def test_amp_without_cuda_is_refused_in_one_line(tiny_config, monkeypatch):
+    from backbones.runtime.cli import UserError
+    from backbones.runtime.engine import prepare_train_config
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(UserError, match=r'--amp needs a CUDA device .*Drop --amp to train in float32'):
+        prepare_train_config(tiny_config, amp=True)

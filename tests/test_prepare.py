@@ -7,6 +7,8 @@ from backbones.export.prepare import ConvLayerNorm2d, MatmulLayerNorm, prepare_f
 from backbones.edgevit import PatchSpread
 from backbones.layers import LayerNorm2d, Linear2d, Subsample
 
+from .conftest import TORCH_VERSION
+
 MODELS = [('edgevit_xxs', lambda: EdgeViT('xxs')),
           ('efficientformerv2_s0', lambda: EfficientFormerV2('s0', resolution=512))]
 
@@ -46,13 +48,20 @@ def test_prepared_model_is_equal_and_exports_without_refused_ops(name, build):
     # dropout: exported as a clone in eval mode, a full copy of the map in XNNPACK
     refused = {t for t in targets if any(bad in t for bad in ('layer_norm', 'aten.index.', 'upsample_bicubic',
                                                                'aten.expand', 'unbind', 'dropout', 'clone'))}
-    assert not refused, refused
+    # the op check is for the export IR of torch >= 2.6 (the [export] extra's 2.13); before it,
+    # torch.export decomposes a reshape of a transposed map into clone + _unsafe_view and a
+    # bilinear interpolation into index gathers
+    op_check = TORCH_VERSION >= (2, 6)
+    assert not (op_check and refused), refused
     other = torch.randn(1, 3, 192, 224)
     if name == 'edgevit_xxs':
         deployed(other)  # no size-bound state: any size still works
     else:
         with pytest.raises(ValueError, match='prepared for export'):
             deployed(other)  # biases were frozen for 160x224
+    if not op_check and refused:
+        pytest.skip(f'the delegate op check needs the export IR of torch >= 2.6; torch {torch.__version__}\'s '
+                    f'has {sorted(refused)} (decomposed reshape / bilinear interpolation)')
 
 
 def test_matmul_layer_norm_equals_layer_norm():

@@ -5,6 +5,7 @@
 # Arguments go to tools/demo.py (see --help).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/tools/_stack.sh"  # VENV
 bash "$ROOT/tools/setup.sh"
 cd "$ROOT"
-exec "${EDGEFORMERS_VENV:-$ROOT/.venv}/bin/python" "$ROOT/tools/demo.py" "$@"
+exec "$VENV/bin/python" "$ROOT/tools/demo.py" "$@"

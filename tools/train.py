@@ -23,7 +23,8 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
                         help='resume from CHECKPOINT, or without one from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision: the optim wrapper X becomes its twin AmpX (needs a GPU)')
+                        help='mixed precision: float16 autocast with a dynamic loss scale, the optim wrapper X '
+                             'becoming its twin AmpX (needs a CUDA GPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help="scale the lr linearly from the config's total batch (auto_scale_lr.base_batch_size, "
                              'the batch in its name) to the real one (GPUs x batch per GPU)')

@@ -9,6 +9,7 @@ export leaves the previous file whole.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import os.path as osp
 from dataclasses import dataclass, field
@@ -153,6 +154,9 @@ def _sigmoid_as_exp(self):
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, path: str) -> Written:
+    if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
+        raise MissingExtra(f'exporting to onnx uses torch.onnx.export(dynamo=True), which needs torch >= 2.5 '
+                           f'(this is torch {torch.__version__}); the [export] extra installs torch 2.13')
     with atomic_path(path) as tmp:
         torch.onnx.export(module, (example,), tmp, opset_version=18, dynamo=True, external_data=False,
                           input_names=['image'],

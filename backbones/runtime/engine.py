@@ -49,19 +49,6 @@ def _optim_wrappers():
     return OPTIM_WRAPPERS
 
 
-def amp_optim_wrapper(wrapper_type: str) -> str:
-    """The mixed-precision twin of an optim wrapper type, named as mmengine names
-    ``AmpOptimWrapper`` after ``OptimWrapper``: ``X`` -> ``AmpX`` (``AGCOptimWrapper`` ->
-    ``AmpAGCOptimWrapper``); an ``Amp...`` type is its own twin."""
-    if wrapper_type.startswith('Amp'):
-        return wrapper_type
-    twin = 'Amp' + wrapper_type
-    if _optim_wrappers().get(twin) is None:
-        raise UserError(f'--amp: the optim wrapper {wrapper_type} has no mixed-precision twin {twin} registered; '
-                        f'drop --amp, or register {twin}')
-    return twin
-
-
 def _float32_optim_wrapper(wrapper: Any) -> Optional[str]:
     """An AMP optim wrapper config turned into its float32 twin in place (``AmpX`` -> ``X``,
     the AMP-only keys dropped); returns the old type, or None when there was nothing to do."""
@@ -96,6 +83,48 @@ def adapt_to_machine(cfg: Config) -> Config:
     return cfg
 
 
+#: mixed-precision counterparts of optim wrappers that the ``Amp`` + name rule does not find
+AMP_OPTIM_WRAPPERS: Dict[str, str] = {}
+
+
+def _optim_wrapper_registered(name: str, scope: Optional[str]) -> bool:
+    """Whether ``name`` is an optim wrapper in mmengine's registry or in ``scope``'s."""
+    from mmengine.registry import OPTIM_WRAPPERS
+    return OPTIM_WRAPPERS.get(name) is not None or (scope is not None and
+                                                      OPTIM_WRAPPERS.get(f'{scope}.{name}') is not None)
+
+
+def amp_optim_wrapper(wrapper_type: str, scope: Optional[str] = None) -> str:
+    """The mixed-precision counterpart of an optim wrapper type: ``X`` -> ``AmpX`` when that is
+    registered, as mmengine's ``AmpOptimWrapper`` is to ``OptimWrapper`` (``AGCOptimWrapper``
+    -> ``AmpAGCOptimWrapper``), else the entry of :data:`AMP_OPTIM_WRAPPERS`; an ``Amp...``
+    type is its own counterpart. Raises a UserError for a wrapper that has none."""
+    if wrapper_type.startswith('Amp') or wrapper_type in AMP_OPTIM_WRAPPERS.values():
+        return wrapper_type
+    for candidate in ('Amp' + wrapper_type, AMP_OPTIM_WRAPPERS.get(wrapper_type)):
+        if candidate and _optim_wrapper_registered(candidate, scope):
+            return candidate
+    raise UserError(f'--amp: the optim wrapper {wrapper_type} has no mixed-precision counterpart (Amp{wrapper_type} '
+                    'is not registered); drop --amp, or register one (backbones.runtime.engine.AMP_OPTIM_WRAPPERS '
+                    'maps other names)')
+
+
+def use_amp(cfg: Config) -> Config:
+    """Mixed precision on CUDA (``--amp``): the optim wrapper's ``Amp`` counterpart, float16
+    autocast with a dynamic loss scale. A machine without CUDA is refused: mmengine's AMP
+    wrappers need a GPU, and mmcv's CPU kernels (RoIAlign) take no bfloat16."""
+    if not torch.cuda.is_available():
+        raise UserError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper, float16); this machine has none. '
+                        'Drop --amp to train in float32.')
+    wrapper = cfg.optim_wrapper
+    old = wrapper.get('type', 'OptimWrapper')
+    wrapper.type = amp_optim_wrapper(old, cfg.get('default_scope'))
+    wrapper.setdefault('loss_scale', 'dynamic')  # a config's own loss scale stays
+    wrapper.dtype = 'float16'
+    _console(f'--amp: {wrapper.type} (from {old}), float16 autocast with a dynamic loss scale')
+    return cfg
+
+
 def prepare_train_config(config: str, work_dir: Optional[str] = None,
                          cfg_options: Optional[Dict[str, Any]] = None, launcher: str = 'none',
                          resume: Optional[str] = None, amp: bool = False,
@@ -105,17 +134,14 @@ def prepare_train_config(config: str, work_dir: Optional[str] = None,
     Args:
         resume: ``'auto'`` resumes from the latest checkpoint in ``work_dir``; a path resumes
             from that checkpoint; None starts anew.
+        amp: mixed precision (:func:`use_amp`).
         auto_scale_lr: scale the lr linearly from the config's ``auto_scale_lr.base_batch_size``
             to the real total batch (mmdet's ``--auto-scale-lr``); False keeps the config's
             own setting.
     """
     cfg = _load(config, cfg_options, launcher, work_dir)
     if amp:
-        if not torch.cuda.is_available():
-            raise UserError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper); this machine has none. '
-                            'Drop --amp to train in float32.')
-        cfg.optim_wrapper.type = amp_optim_wrapper(cfg.optim_wrapper.get('type', 'OptimWrapper'))
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        use_amp(cfg)
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserError(f'--auto-scale-lr: {config} has no auto_scale_lr.base_batch_size to scale the lr from; '
