@@ -33,6 +33,7 @@ def test_smoke_trains_each_model_and_writes_its_table(tmp_path, capsys):
     assert {'nms', 'roi_align_forward', 'roi_align_backward'} <= set(ops)
     assert all(where.startswith(device) for op in ops.values() for where in op)
     assert rows['fpn_edgevit-xxs']['mmcv_ops'] == {}
+    assert rows['edgevit-xxs_in1k']['batch_size'] == 32 and rows['edgevit-xxs_in1k']['mmcv_ops'] == {}
 
 
 def test_arguments_are_checked(capsys):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""GPU smoke test: train RetinaNet EdgeViT-XXS, Mask R-CNN EfficientFormerV2-S0 and Semantic
-FPN EdgeViT-XXS for a few iterations each on the built-in dataset, in mixed precision as
-`tools/train.py --amp` trains, and write per model the median iteration time, the peak GPU
+"""GPU smoke test: train RetinaNet EdgeViT-XXS, Mask R-CNN EfficientFormerV2-S0, Semantic FPN
+EdgeViT-XXS and the EdgeViT-XXS ImageNet classifier (its pretraining recipe on the dataset's
+object crops at half the image side, 32 per batch) for a few iterations each on the built-in
+dataset, in mixed precision as `tools/train.py --amp` trains, and write per model the median iteration time, the peak GPU
 memory, the last loss and the mmcv ops that ran (device, dtype) to tools/results/gpu_smoke.md
 (and .json), headed by the command, the date and the machine.
 
@@ -27,17 +28,19 @@ MODELS = {
     'mask-rcnn_efficientformerv2-s0': os.path.join(ROOT, 'configs', 'detection',
                                                    'mask-rcnn_efficientformerv2-s0_fpn_8xb2-1x_coco.py'),
     'fpn_edgevit-xxs': os.path.join(ROOT, 'configs', 'segmentation', 'fpn_edgevit-xxs_8xb4-40k_ade20k-512x512.py'),
+    'edgevit-xxs_in1k': os.path.join(ROOT, 'configs', 'classification', 'edgevit-xxs_8xb256-300e_in1k.py'),
 }
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS),
-                        help='which models (default: all three)')
+                        help='which models (default: all four)')
     parser.add_argument('--iters', type=positive_int, default=50, help='training iterations per model (default: 50)')
     parser.add_argument('--size', type=positive_int, default=512, help='image side in pixels (default: 512)')
     parser.add_argument('--batch-size', type=positive_int,
-                        help="images per iteration (default: the config's own, 2 for detection, 4 for segmentation)")
+                        help="images per iteration (default: the config's own, 2 for detection, 4 for segmentation; "
+                             "32 for classification)")
     parser.add_argument('--no-amp', dest='amp', action='store_false', help='train in float32 on the GPU too')
     parser.add_argument('--workers', type=int, default=2, help='data loading processes per model (default: 2)')
     parser.add_argument('--work-dir', default='work_dirs/gpu_smoke', help='dataset and logs (default: work_dirs/gpu_smoke)')

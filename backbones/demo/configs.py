@@ -125,10 +125,11 @@ def classification_config(config: str, data_root: str, size: int, iters: int, ba
                           lr: float = 1e-3, work_dir: Optional[str] = None) -> Config:
     """An ImageNet classification config (``configs/classification/``) pointed at the built-in
     dataset's ImageNet layout: its five classes, images of ``size`` pixels, a short iteration
-    schedule. The recipe's augmentation (RandAugment, Mixup / CutMix, random erasing) and
-    gradient clipping stay; the EMA does not (over a few iterations it would stay at the initial
-    weights, which the downstream models would then load), nor does the distillation teacher
-    (none is configured by default)."""
+    schedule. The recipe's batch augments (Mixup / CutMix), loss and gradient clipping stay;
+    the image pipeline becomes a random resized crop and flip at ``size`` (the recipe's
+    RandAugment and random erasing are tuned for 224 pixels); the EMA goes (over a few
+    iterations it would stay at the initial weights, which the downstream models would then
+    load). The configs name no distillation teacher by default, so none runs here."""
     from .dataset import class_names
     cfg = load_config(config)
     classes = class_names()['imagenet']

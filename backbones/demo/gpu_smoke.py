@@ -22,7 +22,7 @@ from mmengine.logging import print_log
 
 from ..runtime.engine import build_runner, use_amp
 from ..runtime.models import load_config
-from .configs import config_task, detection_config, segmentation_config
+from .configs import classification_config, config_task, detection_config, segmentation_config
 from .dataset import make_dataset
 
 
@@ -101,7 +101,7 @@ class _Clock(Hook):
         if not self.start:
             self.times[-1] += self._now()
             if outputs is not None and 'loss' in outputs:
-                self.losses.append(float(outputs['loss']))
+                self.losses.append(float(outputs['loss'].detach()))
 
 
 def smoke_config(config: str, data_root: Dict[str, str], size: int, iters: int, batch_size: Optional[int],
@@ -109,10 +109,15 @@ def smoke_config(config: str, data_root: Dict[str, str], size: int, iters: int, 
     """``config`` on the built-in dataset for ``iters`` iterations, saving no checkpoint;
     the batch is the config's own unless ``batch_size``."""
     task = config_task(config)
-    batch = batch_size or load_config(config).train_dataloader.batch_size
-    make = detection_config if task == 'detection' else segmentation_config
-    cfg = make(config, data_root['coco' if task == 'detection' else 'ade'], size, iters=iters, batch_size=batch,
-               work_dir=work_dir)
+    if task == 'classification':
+        # the recipe's batch of 128-256 images per GPU would not fit a small card at ImageNet's 224
+        cfg = classification_config(config, data_root['imagenet'], max(32, size // 2), iters=iters,
+                                    batch_size=batch_size or 32, work_dir=work_dir)
+    else:
+        batch = batch_size or load_config(config).train_dataloader.batch_size
+        make = detection_config if task == 'detection' else segmentation_config
+        cfg = make(config, data_root['coco' if task == 'detection' else 'ade'], size, iters=iters, batch_size=batch,
+                   work_dir=work_dir)
     cfg.default_hooks.checkpoint = None
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(iters // 5, 1))
     cfg.log_level = 'WARNING'
