@@ -105,6 +105,26 @@ def usage_error(main, argv, capsys) -> str:
     return capsys.readouterr().err
 
 
+def randomise_bn_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Every BatchNorm's running mean and variance drawn at random (a fresh model's zeros and
+    ones would let a wrong statistic go unnoticed)."""
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith('running_mean'):
+                b.normal_(0, 0.2)
+            elif name.endswith('running_var'):
+                b.uniform_(0.5, 2.0)
+    return model
+
+
+def in_process_loaders(cfg, keys=('train_dataloader', 'test_dataloader')):
+    """The config's data loaders loading in the test's own process (no worker processes)."""
+    for key in keys:
+        cfg[key].num_workers = 0
+        cfg[key].persistent_workers = False
+    return cfg
+
+
 @pytest.fixture(scope='module')
 def tiny_retinanet(tmp_path_factory):
     """RetinaNet EdgeViT-XXS on 2 built-in validation images of 64x64, and its state dict."""
@@ -114,9 +134,7 @@ def tiny_retinanet(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('safety')
     roots = make_dataset(str(tmp / 'data'), num_train=2, num_val=2, size=(64, 64), seed=1)
     cfg = detection_config(str(CONFIGS / "detection" / "retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py"), roots['coco'], 64, iters=2, batch_size=2, lr=1e-3)
-    for key in ('train_dataloader', 'test_dataloader'):
-        cfg[key].num_workers = 0
-        cfg[key].persistent_workers = False
+    in_process_loaders(cfg)
     cfg.pop('work_dir', None)
     path = tmp / 'tiny_retinanet.py'
     cfg.dump(str(path))

@@ -18,6 +18,8 @@ from backbones.checkpoints.loading import convert_checkpoint_file, load_pretrain
 from backbones.classifier import build_classifier
 from backbones.edgevit import GlobalAttention
 
+from .conftest import randomise_bn_statistics
+
 
 def _to_easycv(ours: dict) -> dict:
     """Our classifier's keys -> EasyCV's, written from EasyCV's module names."""
@@ -55,12 +57,7 @@ def _random_classifier(**kwargs):
         for name, p in model.named_parameters():
             if p.dim() == 1:  # norm affines and biases (conv and linear weights keep their init)
                 p.uniform_(0.5, 1.5) if name.endswith('weight') else p.normal_(0, 0.1)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.normal_(0, 0.2)
-            elif name.endswith('running_var'):
-                b.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomise_bn_statistics(model).eval()
 
 
 @pytest.fixture(scope='module')

@@ -11,6 +11,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from backbones import EfficientFormerV2
 from backbones.export.prepare import prepare_for_export
 
+from .conftest import randomise_bn_statistics
+
 SYNC_BN = dict(type='SyncBN', requires_grad=True)
 
 
@@ -21,12 +23,7 @@ def _randomise_norms(model):
                 p.uniform_(0.5, 1.5) if name.endswith('weight') else p.normal_(0, 0.2)
             elif name.endswith('gamma'):
                 p.uniform_(0.5, 1.5)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.normal_(0, 0.2)
-            elif name.endswith('running_var'):
-                b.uniform_(0.5, 2.0)
-    return model
+    return randomise_bn_statistics(model)
 
 
 def test_norm_cfg_builds_syncbn_under_the_same_names():

@@ -9,7 +9,7 @@ import torch
 from backbones.demo.configs import detection_config
 from backbones.demo.dataset import make_dataset
 
-from .conftest import ROOT
+from .conftest import ROOT, in_process_loaders
 
 RETINANET = str(ROOT / 'configs' / 'detection' / 'retinanet_edgevit-xxs_fpn_8xb2-1x_coco.py')
 
@@ -24,9 +24,7 @@ def tiny_config(tmp_path_factory):
     cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
     cfg.randomness = dict(seed=0, deterministic=True)
-    for key in ('train_dataloader', 'test_dataloader'):
-        cfg[key].num_workers = 0
-        cfg[key].persistent_workers = False
+    in_process_loaders(cfg)
     cfg.pop('work_dir', None)
     path = tmp / 'tiny_retinanet.py'
     cfg.dump(str(path))

@@ -7,7 +7,7 @@ from backbones.export.prepare import ConvLayerNorm2d, MatmulLayerNorm, prepare_f
 from backbones.edgevit import PatchSpread
 from backbones.layers import LayerNorm2d, Linear2d, Subsample
 
-from .conftest import TORCH_VERSION
+from .conftest import TORCH_VERSION, randomise_bn_statistics
 
 MODELS = [('edgevit_xxs', lambda: EdgeViT('xxs')),
           ('efficientformerv2_s0', lambda: EfficientFormerV2('s0', resolution=512))]
@@ -24,12 +24,7 @@ def _randomise_tables(model):
                 p.uniform_(0.5, 1.5)
             elif p.dim() == 1 and ('norm' in name or '.bn.' in name):
                 p.uniform_(0.5, 1.5) if name.endswith('weight') else p.normal_(0, 0.2)
-        for name, b in model.named_buffers():
-            if name.endswith('running_mean'):
-                b.normal_(0, 0.2)
-            elif name.endswith('running_var'):
-                b.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomise_bn_statistics(model).eval()
 
 
 @pytest.mark.parametrize('name,build', MODELS)

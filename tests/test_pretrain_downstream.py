@@ -16,7 +16,7 @@ from backbones.registry import variants  # noqa: E402
 from backbones.runtime.engine import train  # noqa: E402
 from backbones.runtime.models import load_config  # noqa: E402
 
-from .conftest import CONFIGS, DEMO_DET_CONFIG, DEMO_SEG_CONFIG  # noqa: E402
+from .conftest import CONFIGS, DEMO_DET_CONFIG, DEMO_SEG_CONFIG, in_process_loaders  # noqa: E402
 from .test_configs import TASKS  # noqa: E402
 
 CLASSIFICATION = str(CONFIGS / 'classification')
@@ -49,8 +49,7 @@ def test_a_pretraining_checkpoint_initialises_every_downstream_config_of_its_arc
     [config] = pretraining_configs(_downstream(variant)[:1], CLASSIFICATION).values()
     cfg = classification_config(config, roots['imagenet'], 32, iters=1, batch_size=2,
                                 work_dir=str(tmp_path / 'pretrain'))
-    cfg.train_dataloader.persistent_workers = False
-    cfg.train_dataloader.num_workers = 0
+    in_process_loaders(cfg, ['train_dataloader'])
     train(cfg)
     checkpoint = str(tmp_path / 'pretrain' / 'iter_1.pth')
     for downstream in _downstream(variant):
