@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import numbers
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -24,6 +22,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .checks import is_number, is_whole
 from .checkpoints.layouts import CLASSIFIER_PREFIXES, convert_state_dict
 from .checkpoints.loading import load_pretrained
 
@@ -135,7 +134,7 @@ class MultiScaleBackbone(BaseModule):
                              f'stages to return, e.g. out_indices={tuple(range(num_stages))}')
         out = []
         for i in indices:
-            if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            if not is_whole(i):
                 raise ValueError(f'{name}: out_indices must be stage numbers (ints), got {indices}')
             j = i + num_stages if i < 0 else i
             if not 0 <= j < num_stages:
@@ -151,7 +150,7 @@ class MultiScaleBackbone(BaseModule):
                              f'out_indices={tuple(sorted(out))}')
         self.out_indices = tuple(out)
         frozen = self.frozen_stages
-        if isinstance(frozen, bool) or not isinstance(frozen, numbers.Integral) or not -1 <= frozen <= num_stages:
+        if not is_whole(frozen) or not -1 <= frozen <= num_stages:
             raise ValueError(f'{name}: frozen_stages must be an integer in [-1, {num_stages}] (-1 freezes '
                              f'nothing, k freezes the stem and the first k stages), got {frozen!r}')
         self.frozen_stages = int(frozen)
@@ -282,7 +281,7 @@ def stage_drop_path_rates(depths: Sequence[int], rate: float, denominator: Optio
 
     ``denominator`` defaults to ``sum(depths) - 1`` (``torch.linspace(0, rate, n)``).
     """
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1 or math.isnan(rate):
+    if not is_number(rate) or not 0 <= rate < 1:
         raise ValueError(f'drop_path_rate must be a number in [0, 1) (the chance that the last block is '
                          f'skipped while training; 0 turns stochastic depth off, 0.1-0.3 is usual), got {rate!r}')
     total = sum(depths)

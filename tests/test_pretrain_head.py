@@ -72,7 +72,7 @@ def test_official_initialisation_of_the_linear_layers():
 
 
 @pytest.mark.parametrize('kwargs, feats, message', [
-    (dict(num_classes=0, in_channels=8), None, 'num_classes must be a positive int'),
+    (dict(num_classes=0, in_channels=8), None, 'num_classes must be a whole number >= 1, got 0'),
     (dict(num_classes=5, in_channels=8), torch.zeros(2, 6, 3, 3), r'expects the backbone\'s last output as \(N, 8'),
 ])
 def test_bad_input_is_named(kwargs, feats, message):

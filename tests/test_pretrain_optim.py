@@ -107,7 +107,7 @@ def test_amp_agc_step_on_cuda():
     (None, 'needs clip_grad'),
     (dict(type='norm', max_norm=1.0), "clips with clip_grad type 'agc'"),
     (dict(type='agc', clip_factor=0.01, max_norm=2), 'takes clip_factor, eps and norm_type'),
-    (dict(type='agc', clip_factor=-1), 'clip_factor must be a positive number'),
+    (dict(type='agc', clip_factor=-1), r'clip_grad.clip_factor must be a number > 0, got -1'),
 ])
 def test_bad_clip_grad_is_named(clip_grad, message):
     with pytest.raises(ValueError, match=message):

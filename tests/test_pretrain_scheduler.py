@@ -105,6 +105,7 @@ def test_the_runner_trains_each_epoch_at_the_official_lr(tmp_path):
     """Through mmengine's Runner: the lr each epoch's iterations see."""
     from mmengine.hooks import Hook
     from mmengine.model import BaseModel
+    from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
 
     class Toy(BaseModel):
@@ -125,16 +126,19 @@ def test_the_runner_trains_each_epoch_at_the_official_lr(tmp_path):
 
     record = Record()
     epochs = 8
-    runner = Runner(model=Toy(), work_dir=str(tmp_path),
-                    train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 4, batch_size=2, num_workers=0,
-                                          sampler=dict(type='DefaultSampler', shuffle=False),
-                                          collate_fn=dict(type='default_collate')),
-                    optim_wrapper=dict(optimizer=dict(type='AdamW', lr=3e-3)),
-                    param_scheduler=[dict(type='TimmCosineLR', warmup_t=3, warmup_lr_init=1e-6, lr_min=1e-5,
-                                          by_epoch=True)],
-                    train_cfg=dict(by_epoch=True, max_epochs=epochs), custom_hooks=[record],
-                    default_hooks=dict(checkpoint=None, logger=None), default_scope='mmengine', log_level='WARNING')
-    runner.train()
+    # the runner's scope ends with the test: later tests build from mmpretrain's registry
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        runner = Runner(model=Toy(), work_dir=str(tmp_path),
+                        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 4, batch_size=2, num_workers=0,
+                                              sampler=dict(type='DefaultSampler', shuffle=False),
+                                              collate_fn=dict(type='default_collate')),
+                        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=3e-3)),
+                        param_scheduler=[dict(type='TimmCosineLR', warmup_t=3, warmup_lr_init=1e-6, lr_min=1e-5,
+                                              by_epoch=True)],
+                        train_cfg=dict(by_epoch=True, max_epochs=epochs), custom_hooks=[record],
+                        default_hooks=dict(checkpoint=None, logger=None), default_scope='mmengine',
+                        log_level='WARNING')
+        runner.train()
     expected = [lrs[0] for lrs in official_lrs(epochs, 3, 1e-6, 1e-5, lrs=(3e-3, ))]
     assert record.lrs == pytest.approx(expected, rel=1e-12, abs=0)
 

@@ -1,5 +1,7 @@
 """backbones.runtime.cli: how every tool ends on an error (one line, the exit status saying
 which kind, --debug for the traceback), and the arguments the tools share."""
+import os
+
 import pytest
 
 from backbones.runtime.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, RunFailed, UserError, run_tool
@@ -46,3 +48,20 @@ def test_benchmark_thread_counts_and_windows_are_checked(capsys):
     assert '--threads' in usage_error(main, ['--threads', '0'], capsys)
     assert 'must be positive' in usage_error(main, ['--seconds', '0'], capsys)
     assert 'an option is KEY=VALUE' in usage_error(main, ['--end-to-end', '--cfg-options', 'rpn'], capsys)
+
+
+@pytest.mark.parametrize('env,argv,local_rank', [
+    ({}, ['--local-rank', '3'], '3'),              # torch.distributed.launch passes the flag
+    ({'LOCAL_RANK': '1'}, [], '1'),                # torchrun sets the variable, which wins
+    ({}, [], '0'),
+])
+def test_runner_arguments_pass_the_local_rank_on(env, argv, local_rank, monkeypatch):
+    import argparse
+    from backbones.runtime.cli import add_runner_arguments, parse_runner_args
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    parser = argparse.ArgumentParser()
+    add_runner_arguments(parser, 'checkpoints')
+    args = parse_runner_args(parser, argv)
+    assert os.environ['LOCAL_RANK'] == local_rank and args.launcher == 'none'

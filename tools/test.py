@@ -11,8 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings, run_tool  # noqa: E402
-from backbones.runtime.engine import prepare_test_config, setup_launcher_env, test  # noqa: E402
+from backbones.runtime.cli import add_runner_arguments, parse_runner_args, run_tool  # noqa: E402
+from backbones.runtime.engine import prepare_test_config, test  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -25,23 +25,21 @@ def parse_args(argv=None):
     parser.add_argument('--partial', action='store_true',
                         help='load a checkpoint that does not fit the model completely (default: refuse it); '
                              'lists the weights that keep their initialisation')
-    return parser.parse_args(argv)
+    return parse_runner_args(parser, argv)
 
 
-def main(argv=None) -> int:
-    """The command line; errors end as one line (``run_tool``)."""
-    return run_tool(_main, argv)
-
-
-def _main(argv) -> int:
-    quiet_third_party_warnings()
-    args = parse_args(argv)
-    setup_launcher_env(args.local_rank)
+def test_from_args(args) -> int:
+    """Evaluate as the parsed command line says."""
     cfg = prepare_test_config(args.config, args.checkpoint, work_dir=args.work_dir,
                               cfg_options=args.cfg_options, launcher=args.launcher, out=args.out,
                               show_dir=args.show_dir)
     test(cfg, partial=args.partial)
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(lambda argv: test_from_args(parse_args(argv)), argv)
 
 
 if __name__ == '__main__':

@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backbones.runtime.cli import add_runner_arguments, quiet_third_party_warnings, run_tool  # noqa: E402
-from backbones.runtime.engine import prepare_train_config, setup_launcher_env, train  # noqa: E402
+from backbones.runtime.cli import add_runner_arguments, parse_runner_args, run_tool  # noqa: E402
+from backbones.runtime.engine import prepare_train_config, train  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -28,23 +28,21 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help="scale the lr linearly from the config's total batch (auto_scale_lr.base_batch_size, "
                              'the batch in its name) to the real one (GPUs x batch per GPU)')
-    return parser.parse_args(argv)
+    return parse_runner_args(parser, argv)
 
 
-def main(argv=None) -> int:
-    """The command line; errors end as one line (``run_tool``)."""
-    return run_tool(_main, argv)
-
-
-def _main(argv) -> int:
-    quiet_third_party_warnings()
-    args = parse_args(argv)
-    setup_launcher_env(args.local_rank)
+def train_from_args(args) -> int:
+    """Train as the parsed command line says."""
     cfg = prepare_train_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
                                launcher=args.launcher, resume=args.resume, amp=args.amp,
                                auto_scale_lr=args.auto_scale_lr)
     train(cfg)
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line; errors end as one line (``run_tool``)."""
+    return run_tool(lambda argv: train_from_args(parse_args(argv)), argv)
 
 
 if __name__ == '__main__':

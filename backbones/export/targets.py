@@ -8,7 +8,6 @@ into mmdet ``DetDataSample`` predictions on the host with mmdet's own heads.
 """
 from __future__ import annotations
 
-import numbers
 import os.path as osp
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checks import is_whole
 from ..registry import get_variant, variant_names
 from ..runtime.models import build_model_from_config
 from .prepare import prepare_for_export
@@ -102,7 +102,7 @@ def package_version() -> str:
 
 def check_size(size: Sequence[int]) -> None:
     """Raise a ValueError naming the problem when ``size`` (H, W) cannot be exported."""
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
+    if len(size) != 2 or not all(is_whole(s) for s in size):
         raise ValueError(f'export size must be two integers (H, W), got {tuple(size)}')
     if min(size) < MIN_SIDE:
         raise ValueError(f'export size {size[0]}x{size[1]} is too small: the backbones downsample by {MIN_SIDE}, so '

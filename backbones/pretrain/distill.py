@@ -14,7 +14,6 @@ The teacher is a timm model built by name, with weights read from a file the use
 from __future__ import annotations
 
 import logging
-import numbers
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -25,6 +24,7 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from ..checks import is_number, real_number
 from ..checkpoints.io import read_checkpoint
 
 DISTILLATION_TYPES = ('hard', 'soft')
@@ -159,11 +159,10 @@ class DistillingClassifier(ImageClassifier):
             raise ValueError(f"DistillingClassifier: distillation type must be one of {DISTILLATION_TYPES} (the "
                              f"official recipe is 'hard'), got {out['type']!r}")
         alpha, tau = out['alpha'], out['tau']
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        if not is_number(alpha) or not 0 <= alpha <= 1:
             raise ValueError(f'DistillingClassifier: distillation alpha must be in [0, 1] (the weight of the '
                              f'distillation head\'s loss; official 0.5), got {alpha!r}')
-        if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not tau > 0:
-            raise ValueError(f'DistillingClassifier: distillation tau must be > 0, got {tau!r}')
+        real_number('DistillingClassifier', 'distillation tau', tau, strict=True)
         return out
 
     def _apply(self, fn, *args, **kwargs):

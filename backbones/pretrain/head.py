@@ -1,7 +1,6 @@
 """The ImageNet head of the official classifiers, as an mmpretrain head."""
 from __future__ import annotations
 
-import numbers
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -10,6 +9,7 @@ from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from ..checks import whole_number
 from .distill import distillation_loss
 
 
@@ -49,11 +49,8 @@ class EdgeformersClsHead(ClsHead):
                  init_cfg: Optional[Union[dict, List[dict]]] = dict(type='TruncNormal', layer='Linear', std=.02,
                                                                      bias=0.)) -> None:
         super().__init__(loss=loss, init_cfg=init_cfg)
-        for name, value in (('num_classes', num_classes), ('in_channels', in_channels)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f'EdgeformersClsHead: {name} must be a positive int, got {value!r}')
-        self.num_classes = int(num_classes)
-        self.in_channels = int(in_channels)
+        self.num_classes = whole_number('EdgeformersClsHead', 'num_classes', num_classes, least=1)
+        self.in_channels = whole_number('EdgeformersClsHead', 'in_channels', in_channels, least=1)
         self.distillation = bool(distillation)
         self.norm = nn.BatchNorm2d(in_channels)
         self.head = nn.Linear(in_channels, num_classes)

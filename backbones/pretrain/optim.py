@@ -12,11 +12,12 @@ wrapper ``X`` into ``AmpX`` (see :func:`backbones.runtime.engine.amp_optim_wrapp
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any, Dict, Optional
 
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+
+from ..checks import real_number
 
 
 def agc_settings(clip_grad: Optional[dict]) -> Dict[str, float]:
@@ -36,10 +37,7 @@ def agc_settings(clip_grad: Optional[dict]) -> Dict[str, float]:
         raise ValueError(f'clip_grad for AGC takes clip_factor, eps and norm_type; got also {sorted(unknown)}')
     settings.setdefault('eps', 1e-3)
     settings.setdefault('norm_type', 2.0)
-    for key, value in settings.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-            raise ValueError(f'clip_grad.{key} must be a positive number, got {value!r}')
-    return {k: float(v) for k, v in settings.items()}
+    return {key: real_number('AGC', f'clip_grad.{key}', value, strict=True) for key, value in settings.items()}
 
 
 class _AdaptiveClipping:

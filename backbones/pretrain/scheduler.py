@@ -19,7 +19,6 @@ cosine starts after the warmup and nothing repeats the first lr); :class:`TimmCo
 from __future__ import annotations
 
 import math
-import numbers
 from typing import List, Optional, Union
 
 from mmengine.optim import OptimWrapper
@@ -27,6 +26,8 @@ from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
 from mmengine.registry import PARAM_SCHEDULERS
 from torch.optim import Optimizer
+
+from ..checks import real_number, whole_number
 
 
 def timm_cosine_lr(epoch: int, base_lr: float, t_initial: int, lr_min: float = 0., warmup_t: int = 0,
@@ -79,16 +80,10 @@ class TimmCosineLR(LRSchedulerMixin, _ParamScheduler):
             if end == INF:
                 raise ValueError('TimmCosineLR: give t_initial (the schedule\'s epochs) or end')
             t_initial = end - begin
-        for name, value, least in (('t_initial', t_initial, 1), ('warmup_t', warmup_t, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-                raise ValueError(f'TimmCosineLR: {name} must be a whole number of epochs >= {least}, got {value!r}')
-        for name, value in (('lr_min', lr_min), ('warmup_lr_init', warmup_lr_init)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-                raise ValueError(f'TimmCosineLR: {name} must be a number >= 0, got {value!r}')
-        self.t_initial = int(t_initial)
-        self.lr_min = float(lr_min)
-        self.warmup_t = int(warmup_t)
-        self.warmup_lr_init = float(warmup_lr_init)
+        self.t_initial = whole_number('TimmCosineLR', 't_initial', t_initial, least=1, unit='epochs')
+        self.warmup_t = whole_number('TimmCosineLR', 'warmup_t', warmup_t, least=0, unit='epochs')
+        self.lr_min = real_number('TimmCosineLR', 'lr_min', lr_min)
+        self.warmup_lr_init = real_number('TimmCosineLR', 'warmup_lr_init', warmup_lr_init)
         super().__init__(optimizer, begin=begin, end=end, last_step=last_step, by_epoch=by_epoch, verbose=verbose)
 
     def _get_value(self) -> List[float]:

@@ -107,6 +107,16 @@ def add_runner_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     add_debug_argument(parser)
 
 
+def parse_runner_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The arguments of a tool with :func:`add_runner_arguments`, third-party warnings quieted
+    first; ``--local-rank`` (torch.distributed.launch passes it) becomes ``LOCAL_RANK`` where
+    the launcher set none (torchrun sets it)."""
+    quiet_third_party_warnings()
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
 def check_writable_dir(path: str, flag: str) -> None:
     """Create ``path`` if needed and check it can be written; else a :class:`UserError` naming it."""
     problem = writable_folder_problem(path)

@@ -270,8 +270,4 @@ def test(cfg: Config, partial: bool = False) -> Dict[str, float]:
     return runner.test()
 
 
-def setup_launcher_env(local_rank: int) -> None:
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
-    os.environ.setdefault('LOCAL_RANK', str(local_rank))
-
 
