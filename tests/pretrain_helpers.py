@@ -40,11 +40,12 @@ def official_keys(family: str, compact_reference) -> Dict[str, Tuple[str, torch.
 
 def tiny_classifier(family: str, num_classes: int = 10, cls_type: str = 'ImageClassifier', **kwargs):
     """The mmpretrain classifier of the family's compact reference architecture, with the
-    family's head (a distillation head where its classifier has one)."""
+    family's head (a distillation head where its classifier has one). It is built in mmpretrain's
+    scope: an earlier test in the same process may have left mmdet's or mmseg's as the default."""
     from mmpretrain.registry import MODELS
     _, arch, extra = TINY[family]
     head = dict(type='EdgeformersClsHead', num_classes=num_classes, in_channels=arch['widths'][-1],
                 distillation=FAMILIES[family].classifier_distillation)
     head.update(kwargs.pop('head', {}))
-    return MODELS.build(dict(type=cls_type, backbone=dict(type=family, arch=arch, out_indices=(-1, ), **extra),
+    return MODELS.build(dict(_scope_='mmpretrain', type=cls_type, backbone=dict(type=family, arch=arch, out_indices=(-1, ), **extra),
                              head=head, **kwargs))

@@ -64,6 +64,9 @@ def test_agc_step_equals_timm_adaptive_clip_grad_by_hand(optimizer):
             assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(not hasattr(torch.amp, 'GradScaler'),
+                    reason=f'a CPU grad scaler (torch.amp.GradScaler) needs torch >= 2.3; torch {torch.__version__} '
+                           'has only the CUDA one')
 def test_amp_agc_clips_the_unscaled_gradients(monkeypatch):
     """The AMP twin unscales, clips, then steps (the official NativeScaler order). A CPU grad
     scaler stands in for CUDA's: clipping the still-scaled gradients would give others."""

@@ -51,7 +51,7 @@ def test_every_family_and_each_later_one_is_in_mmpretrains_registry():
     register_family(ToyPretrainNet)
     try:
         assert MODELS.get('ToyPretrainNet') is ToyPretrainNet
-        model = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='ToyPretrainNet'),
+        model = MODELS.build(dict(_scope_='mmpretrain', type='ImageClassifier', backbone=dict(type='ToyPretrainNet'),
                                   head=dict(type='EdgeformersClsHead', num_classes=3, in_channels=8)))
         assert model(torch.zeros(2, 3, 16, 16), mode='tensor').shape == (2, 3)
     finally:
