@@ -46,7 +46,9 @@ def test_debug_shows_the_traceback(monkeypatch):
 def test_benchmark_thread_counts_and_windows_are_checked(capsys):
     main = load_tool('benchmark').main
     assert '--threads' in usage_error(main, ['--threads', '0'], capsys)
-    assert 'must be positive' in usage_error(main, ['--seconds', '0'], capsys)
+    for seconds in ('0', 'nan', 'inf'):
+        assert 'must be a positive number' in usage_error(main, ['--seconds', seconds], capsys)
+    assert '--torch-threads -1' in usage_error(main, ['--torch-threads', '-1'], capsys)
     assert 'an option is KEY=VALUE' in usage_error(main, ['--end-to-end', '--cfg-options', 'rpn'], capsys)
 
 

@@ -109,8 +109,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.cfg_options and not args.end_to_end:
         parser.error('--cfg-options applies to --end-to-end (config files); backbones take none')
-    if args.seconds <= 0:
-        parser.error(f'--seconds {args.seconds}: the timing window must be positive, e.g. --seconds 3')
+    if not 0 < args.seconds < float('inf'):
+        parser.error(f'--seconds {args.seconds}: the timing window must be a positive number, e.g. --seconds 3')
     if args.torch_threads < 0:
         parser.error(f'--torch-threads {args.torch_threads}: give 0 (PyTorch\'s default) or a thread count')
     return args
