@@ -110,7 +110,7 @@ def test_the_teacher_sees_the_students_mixed_batch(teacher_file):
     model = _student(dict(name=TEACHER, checkpoint=str(teacher_file)))
     from mmpretrain.registry import MODELS
     model.data_preprocessor = MODELS.build(dict(
-        type='ClsDataPreprocessor', num_classes=NUM_CLASSES, mean=[123.675, 116.28, 103.53],
+        _scope_='mmpretrain', type='ClsDataPreprocessor', num_classes=NUM_CLASSES, mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375], to_rgb=True,
         batch_augments=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)])))
     seen = {}

@@ -37,7 +37,7 @@ def test_checkpoint_keys_are_backbone_and_the_three_head_parts(family):
     from mmpretrain.registry import MODELS
     cls = FAMILIES[family]
     backbone = cls(arch=next(iter(cls.arch_settings)), out_indices=(-1, ))
-    model = MODELS.build(dict(type='ImageClassifier', backbone=backbone,
+    model = MODELS.build(dict(_scope_='mmpretrain', type='ImageClassifier', backbone=backbone,
                               head=dict(type='EdgeformersClsHead', num_classes=10, in_channels=backbone.out_channels[-1],
                                         distillation=cls.classifier_distillation)))
     parts = {k.split('.')[0] if k.startswith('backbone.') else '.'.join(k.split('.')[:2]) for k in model.state_dict()}
