@@ -45,17 +45,26 @@ def _mask_iou(a, b):
     return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
+#: pixels two masks of one detection may differ by whatever their IoU: a pixel whose mask
+#: probability sits at the 0.5 threshold flips with the runtime's rounding, and in a mask of
+#: a dozen pixels one flip alone brings the IoU under 0.95
+MASK_PIXEL_SLACK = 2
+
+
 def check_instances(outputs, expected):
     """One to one: each detection matches an expected one with the same label, box IoU >= 0.99,
-    score within 1e-3, and mask IoU >= 0.95; padding rows empty. Returns
-    (count, min box IoU, max score difference, min mask IoU, mean mask IoU)."""
+    score within 1e-3, and mask IoU >= 0.95 (or at most ``MASK_PIXEL_SLACK`` pixels apart);
+    padding rows empty. Returns (count, min box IoU, max score difference, min mask IoU, mean
+    mask IoU)."""
     boxes, scores, labels, masks = [torch.as_tensor(o) for o in outputs]
     k = int((labels >= 0).sum())
     assert k == len(expected) > 0
     assert masks.dtype == torch.uint8 and masks.shape == (len(labels), *expected.masks.shape[1:])
     pairs, box_iou, score_diff = match_detections(boxes[:k], scores[:k], labels[:k], expected)
     mask_ious = [_mask_iou(masks[i], expected.masks[j]) for i, j in pairs]
-    assert min(mask_ious) >= 0.95, sorted(mask_ious)[:5]
+    apart = [int((masks[i].bool() ^ torch.as_tensor(expected.masks[j]).bool()).sum()) for i, j in pairs]
+    far = sorted((iou, n) for iou, n in zip(mask_ious, apart) if iou < 0.95 and n > MASK_PIXEL_SLACK)
+    assert not far, f'(mask IoU, pixels apart) of the detections whose masks differ: {far[:5]}'
     assert (scores[k:] == 0).all() and (labels[k:] == -1).all() and (masks[k:] == 0).all()
     assert (boxes[k:] == 0).all()
     return k, box_iou, score_diff, min(mask_ious), sum(mask_ious) / k
