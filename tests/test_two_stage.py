@@ -403,22 +403,23 @@ def test_trained_mask_rcnn_export_equals_mmdet_predict(trained_mask_rcnn, tmp_pa
     model = target.full_model.eval()
     probe = Target('trained', _WithNetworkOutputs(target.module).eval(), TRAINED_SIZE, model, 'two-stage')
     meta = image_meta(TRAINED_SIZE)
+    with torch.no_grad():
+        expected = [_mmdet_predict(model, image, TRAINED_SIZE) for image in images]
+    assert all(len(on_pixels) > 20 for on_pixels in expected)  # many detections per image
     for fmt in formats:
         result = export(probe, fmt, str(tmp_path / fmt), example=images[0])
         if fmt == 'executorch':
             # the network is delegated; the proposals, RoIAlign, NMS and pasting run on portable kernels
             assert 'aten.convolution.default' not in result.not_delegated
-        for i, image in enumerate(images):
+        for i, (image, on_pixels) in enumerate(zip(images, expected)):
             outputs = [torch.as_tensor(o) for o in run_exported(result.path, image)]
             detections, network = outputs[:4], outputs[4:]
             n = len(network) // 3
             with torch.no_grad():
-                on_pixels = _mmdet_predict(model, image, TRAINED_SIZE)
                 proposals = model.rpn_head.predict_by_feat(network[n:2 * n], network[2 * n:], batch_img_metas=[meta],
                                                            cfg=model.test_cfg.rpn, rescale=False)
                 on_features = model.roi_head.predict(tuple(network[:n]), proposals, [DetDataSample(metainfo=meta)],
                                                      rescale=True)[0]
-            assert len(on_pixels) > 20  # many detections per image
             print(f'{fmt} image {i}: on its own network outputs {check_instances(detections, on_features)}; '
                   f'on the pixels {check_instances(detections, on_pixels)}')
 

@@ -268,6 +268,3 @@ def test(cfg: Config, partial: bool = False) -> Dict[str, float]:
         load_model_checkpoint(runner.model, cfg.load_from, partial=partial)
         runner._has_loaded = True  # the Runner's own load_or_resume would load it again, non-strictly
     return runner.test()
-
-
-
